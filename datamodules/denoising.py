@@ -1,0 +1,374 @@
+"""``DenoisingDataModule``: (noisy, clean) float32 batches for training and evaluating image denoisers.
+
+Train: ``patches_per_epoch`` random patches per epoch: a random training image, a random ``patch_size`` crop,
+a random flip/rot90 (8 orientations) and fresh noise. Randomness comes from a per-process ``torch.Generator``
+seeded from torch's RNG (main process, so ``seed_everything`` makes runs repeatable) or from the worker seed
+that the DataLoader gives each worker (different per worker and per epoch), so ``num_workers > 0`` never
+repeats patches across workers.
+
+Val/test: every image of the split, centre-cropped to ``eval_crop``, with noise drawn by a generator seeded
+from (noise_seed, split, image index): batches are bit-identical across epochs, runs and DataLoader settings.
+If ``eval_crop`` is larger than the smallest image of a split the crop is reduced to that image's smaller
+side for the whole split (so batches still collate); with ``eval_crop=None`` images are used whole, which
+needs equal sizes or ``eval_batch_size=1``.
+
+Channels: with ``channels=1`` colour images become gray by luminance (``skimage.color.rgb2gray``), with
+``channels=3`` gray images are repeated to RGB. For ``source=paired`` the real noisy image is used (the same
+crop and orientation as the clean one) and ``noise`` is ignored. See ``datamodules.clean_sources`` for the
+sources and their splits, ``datamodules.noise`` for the noise models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from datamodules.clean_sources import (
+    SPLITS,
+    ImageItem,
+    Splits,
+    check_fractions,
+    cifar10_source,
+    folder_source,
+    paired_source,
+    skimage_source,
+)
+from datamodules.image_io import to_float
+from datamodules.noise import NoiseModel, build_noise
+from experiment_utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SOURCES: tuple[str, ...] = ("skimage", "folder", "cifar10", "paired")
+"""The values accepted for ``source``."""
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+
+
+def _plain(value: Any) -> Any:
+    """Turn omegaconf containers (Hydra passes them for nested config values) into plain dicts/lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf comes with hydra
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_tensor(array: np.ndarray, channels: int) -> torch.Tensor:
+    """Pixels as stored ((H, W) or (H, W, 3), uint8/uint16) -> float32 (channels, H, W) in [0, 1]."""
+    x = to_float(array)
+    if x.ndim == 3 and channels == 1:
+        from skimage.color import rgb2gray
+
+        x = rgb2gray(x)
+    elif x.ndim == 2 and channels == 3:
+        x = np.repeat(x[:, :, None], 3, axis=2)
+    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def eval_seed(noise_seed: int, split: str, index: int) -> int:
+    """Seed of the noise generator for image ``index`` of ``split`` (stable across machines and versions)."""
+    state = np.random.SeedSequence([int(noise_seed), _SPLIT_CODE[split], int(index)])
+    return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class TrainPatches(Dataset):
+    """``length`` random (noisy, clean) patches per epoch; the index is ignored (every item is random)."""
+
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        channels: int,
+        patch_size: int,
+        length: int,
+        noise: NoiseModel | None,
+    ) -> None:
+        self.items = list(items)
+        self.channels = channels
+        self.patch_size = patch_size
+        self.length = length
+        self.noise = noise
+        self._generator: torch.Generator | None = None
+        self._generator_key: Any = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def generator(self) -> torch.Generator:
+        """This process's generator: from the DataLoader worker seed in a worker, else from torch's RNG."""
+        info = get_worker_info()
+        key = ("worker", info.seed) if info is not None else ("main",)
+        if self._generator is None or self._generator_key != key:
+            seed = info.seed if info is not None else int(torch.randint(0, 2**62, ()).item())
+            self._generator = torch.Generator().manual_seed(int(seed) % 2**63)
+            self._generator_key = key
+        return self._generator
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.generator()
+        item = self.items[int(torch.randint(len(self.items), (), generator=g))]
+        height, width = item.size
+        p = self.patch_size
+        top = int(torch.randint(height - p + 1, (), generator=g))
+        left = int(torch.randint(width - p + 1, (), generator=g))
+        turns, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=g))
+        flip = flip % 2
+
+        def crop(array: np.ndarray) -> torch.Tensor:
+            t = to_tensor(array[top : top + p, left : left + p], self.channels)
+            if flip:
+                t = torch.flip(t, dims=(2,))
+            return torch.rot90(t, turns, dims=(1, 2)).contiguous() if turns else t
+
+        clean = crop(item.clean)
+        if item.noisy is not None:
+            return crop(item.noisy), clean
+        assert self.noise is not None
+        return self.noise(clean, g).contiguous(), clean
+
+
+class EvalImages(Dataset):
+    """Fixed (noisy, clean) images of one split: centre crop of ``crop`` (None = whole), seeded noise."""
+
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        channels: int,
+        crop: int | None,
+        noise: NoiseModel | None,
+        noise_seed: int,
+        split: str,
+    ) -> None:
+        self.items = list(items)
+        self.channels = channels
+        self.crop = crop
+        self.noise = noise
+        self.noise_seed = noise_seed
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.items[index]
+
+        def crop(array: np.ndarray) -> np.ndarray:
+            if self.crop is None:
+                return array
+            height, width = array.shape[:2]
+            top, left = (height - self.crop) // 2, (width - self.crop) // 2
+            return array[top : top + self.crop, left : left + self.crop]
+
+        clean = to_tensor(crop(item.clean), self.channels)
+        if item.noisy is not None:
+            return to_tensor(crop(item.noisy), self.channels), clean
+        assert self.noise is not None
+        g = torch.Generator().manual_seed(eval_seed(self.noise_seed, self.split, index))
+        return self.noise(clean, g).contiguous(), clean
+
+
+def _check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        extra = " or null" if allow_none else ""
+        raise UserError(f"data.{key} must be an integer >= {low}{extra}, got {value!r}")
+
+
+class DenoisingDataModule(pl.LightningDataModule):
+    """(noisy, clean) batches for denoising: skimage photos, a folder, CIFAR-10 or real noisy/clean pairs.
+
+    See the module docstring for how patches, crops, splits and noise are made; ``channels`` is the number of
+    image channels of every tensor (1 gray, 3 RGB). ``image_names`` maps each split to its image names after
+    ``setup``.
+    """
+
+    def __init__(
+        self,
+        source: str = "skimage",
+        root: str | None = None,
+        skimage_images: dict | None = None,
+        download: bool = True,
+        max_images: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        channels: int = 1,
+        noise: dict | None = None,
+        patch_size: int = 40,
+        patches_per_epoch: int = 4096,
+        batch_size: int = 32,
+        eval_batch_size: int = 1,
+        eval_crop: int | None = 256,
+        noise_seed: int = 1234,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        skimage_images = _plain(skimage_images)
+        noise = _plain(noise)
+        root = None if root is None else str(root)
+        if source not in SOURCES:
+            raise UserError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+        if source != "skimage" and root is None:
+            raise UserError(
+                f"source={source} needs data.root (see conf/data/denoise_*.yaml for what it holds)"
+            )
+        if channels not in (1, 3):
+            raise UserError(f"data.channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+        for key, value, low in (
+            ("patch_size", patch_size, 1),
+            ("patches_per_epoch", patches_per_epoch, 1),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("split_seed", split_seed, 0),
+            ("noise_seed", noise_seed, 0),
+        ):
+            _check_int(key, value, low)
+        _check_int("eval_crop", eval_crop, 1, allow_none=True)
+        _check_int("max_images", max_images, 1, allow_none=True)
+        if source in ("folder", "paired"):
+            check_fractions(val_fraction, test_fraction)
+        self.save_hyperparameters()
+        self.source = source
+        self.root = root
+        self.skimage_images = skimage_images
+        self.download = bool(download)
+        self.max_images = max_images
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.channels = channels
+        self.noise: NoiseModel | None = None if source == "paired" else build_noise(noise)
+        self.patch_size = patch_size
+        self.patches_per_epoch = patches_per_epoch
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.eval_crop = eval_crop
+        self.noise_seed = noise_seed
+        self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        self._splits: Splits | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.image_names: dict[str, list[str]] = {}
+        self.eval_crops: dict[str, int | None] = {}
+
+    # ----------------------------------------------------------------------------------------- loading
+
+    def prepare_data(self) -> None:
+        """Download CIFAR-10 when needed (other sources need no preparation)."""
+        if self.source == "cifar10" and self.download:
+            from datamodules.cifar10_reader import read_cifar10
+
+            read_cifar10(str(self.root), train=False, download=True)
+
+    def _load(self) -> Splits:
+        if self.source == "skimage":
+            return skimage_source(self.skimage_images)
+        if self.source == "folder":
+            return folder_source(
+                self.root, self.val_fraction, self.test_fraction, self.split_seed, self.max_images
+            )
+        if self.source == "paired":
+            return paired_source(
+                self.root, self.val_fraction, self.test_fraction, self.split_seed, self.max_images
+            )
+        return cifar10_source(self.root, self.download, self.max_images, self.val_fraction, self.split_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and split the images and build the datasets (once; later calls return immediately)."""
+        if self._splits is not None:
+            return
+        splits = self._load()
+        if not splits["train"]:
+            raise UserError(f"no training images for source={self.source}; add images to the train split")
+        if not splits["val"]:
+            raise UserError(f"no validation images for source={self.source}; add images to the val split")
+        smallest = min(splits["train"], key=lambda it: min(it.size))
+        if self.patch_size > min(smallest.size):
+            raise UserError(
+                f"patch_size {self.patch_size} is larger than training image {smallest.name} "
+                f"({smallest.size[0]}x{smallest.size[1]}); set data.patch_size <= {min(smallest.size)}"
+            )
+        self.datasets = {
+            "train": TrainPatches(
+                splits["train"], self.channels, self.patch_size, self.patches_per_epoch, self.noise
+            )
+        }
+        for split in ("val", "test"):
+            crop = self._eval_crop(split, splits[split])
+            self.eval_crops[split] = crop
+            self.datasets[split] = EvalImages(
+                splits[split], self.channels, crop, self.noise, self.noise_seed, split
+            )
+        self.image_names = {split: [it.name for it in splits[split]] for split in SPLITS}
+        self._splits = splits
+        log.info(
+            "denoising data (%s): %d train / %d val / %d test images, eval crops %s, noise %s",
+            self.source,
+            *(len(splits[s]) for s in SPLITS),
+            self.eval_crops,
+            self.noise if self.noise is not None else "real (paired)",
+        )
+
+    def _eval_crop(self, split: str, items: list[ImageItem]) -> int | None:
+        if not items:
+            return self.eval_crop
+        sizes = {it.size for it in items}
+        if self.eval_crop is None:
+            if len(sizes) > 1 and self.eval_batch_size > 1:
+                raise UserError(
+                    f"{split} images have different sizes, so eval_crop=null needs eval_batch_size=1 "
+                    f"(got {self.eval_batch_size}); set data.eval_batch_size=1 or data.eval_crop to a size"
+                )
+            return None
+        smallest = min(min(s) for s in sizes)
+        if smallest < self.eval_crop:
+            log.info("%s: eval_crop %d reduced to %d (smallest image side)", split, self.eval_crop, smallest)
+        return min(self.eval_crop, smallest)
+
+    # ----------------------------------------------------------------------------------------- loaders
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise UserError(
+                f"no {split} images for source={self.source}; set data.test_fraction > 0 or list test images"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Random patches with fresh noise, ``patches_per_epoch`` per epoch."""
+        return self._loader("train", self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        """The validation images with fixed noise, in a fixed order."""
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """The test images with fixed noise, in a fixed order."""
+        return self._loader("test", self.eval_batch_size)

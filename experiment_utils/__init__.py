@@ -1,0 +1,4 @@
+"""Glue shared by the entry points and the tests: config instantiation, the task wrapper, W&B set-up.
+
+Kept free of heavy imports so that `--help`, `--cfg job` and tab completion stay fast.
+"""

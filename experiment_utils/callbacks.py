@@ -1,0 +1,52 @@
+"""Callbacks every run gets: the run's config inside each checkpoint, and parameter counts in the logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+RUN_CONFIG_KEY = "run_config"
+
+
+class RunConfigInCheckpoint(pl.Callback):
+    """Store the run's resolved config (plain Python types) in every checkpoint under ``run_config``.
+
+    This lets ``scripts/eval.py`` and the inference scripts rebuild data and model from the checkpoint alone,
+    and keeps the checkpoint loadable with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, run_config: dict[str, Any]) -> None:
+        self.run_config = run_config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Add the config to the checkpoint being written."""
+        checkpoint[RUN_CONFIG_KEY] = self.run_config
+
+
+def count_parameters(module: Any) -> dict[str, float]:
+    """Total and trainable parameter counts of a module and the trainable share."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {
+        "model/params_total": total,
+        "model/params_trainable": trainable,
+        "model/params_trainable_fraction": trainable / total if total else 0.0,
+    }
+
+
+class ParameterCountLogger(pl.Callback):
+    """Log total/trainable parameter counts and their ratio to every logger when fitting starts."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Count once the strategy has wrapped the model, so freezing done in setup() is reflected."""
+        counts = count_parameters(pl_module)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(counts)
+            if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+                logger.experiment.summary.update(counts)
+        if trainer.is_global_zero:
+            print(
+                f"parameters: {counts['model/params_total']:,} total, {counts['model/params_trainable']:,} "
+                f"trainable ({100 * counts['model/params_trainable_fraction']:.2f} %)"
+            )

@@ -1,0 +1,107 @@
+"""Build objects from Hydra config nodes, turning config mistakes into one-line UserErrors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiment_utils.errors import UserError
+
+
+def _root_user_error(exc: BaseException) -> UserError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` that reports bad targets and keys as UserError.
+
+    ``what`` names the config group in the message (e.g. ``data``, ``callbacks.early_stopping``).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
+        raise UserError(f"config '{what}' has no _target_: pick one with {what.split('.')[0]}=NAME")
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        user_error = _root_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__
+        if isinstance(cause, TypeError | ValueError | ImportError | AttributeError):
+            message = f"{message} ({type(cause).__name__}: {cause})" if str(cause) not in message else message
+            raise UserError(f"cannot build '{what}': {message}; check its keys with --cfg job") from None
+        raise
+    except UserError:
+        raise
+
+
+def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every callback under ``callbacks`` (entries set to null are skipped)."""
+    callbacks: list[Any] = []
+    if not callbacks_cfg:
+        return callbacks
+    for name, node in callbacks_cfg.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise UserError(f"callbacks.{name} must be a config with a _target_ (or null to disable it)")
+        callbacks.append(instantiate_node(node, f"callbacks.{name}"))
+    return callbacks
+
+
+def wandb_run_name_and_group() -> tuple[str | None, str | None]:
+    """Run name from the job's command-line overrides and group from the sweep, when Hydra runs the job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None, None
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None, None
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths."))]
+    name = ",".join(overrides) or None
+    group = None
+    if hc.mode == RunMode.MULTIRUN:
+        group = f"{hc.job.name}-{os.path.basename(os.path.normpath(hc.sweep.dir))}"
+    return name, group
+
+
+def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate the configured Lightning loggers; W&B's ``mode: auto`` is resolved without a login prompt."""
+    from experiment_utils.wandb_mode import resolve_wandb_mode
+
+    loggers: list[Any] = []
+    if not logger_cfg:
+        return loggers
+    for name, node in logger_cfg.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise UserError(f"logger.{name} must be a config with a _target_ (or null to disable it)")
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        if node._target_.endswith("WandbLogger"):
+            with open_dict(node):
+                node.mode = resolve_wandb_mode(node.get("mode"))
+                if node.mode == "disabled":
+                    continue
+                run_name, group = wandb_run_name_and_group()
+                if not node.get("name"):
+                    node.name = run_name
+                if not node.get("group"):
+                    node.group = group
+                os.makedirs(node.save_dir, exist_ok=True)
+        loggers.append(instantiate_node(node, f"logger.{name}"))
+    return loggers

@@ -1,0 +1,26 @@
+"""The metric a run optimises: picked by config or, with ``auto``, by the model itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from experiment_utils.errors import UserError
+
+
+def resolve_objective(cfg: DictConfig, model: Any) -> tuple[str, str]:
+    """Fill ``cfg.objective.metric``/``mode`` (``auto`` = the model's ``default_objective``) and return them."""
+    objective = cfg.get("objective") or {}
+    metric, mode = objective.get("metric", "auto"), objective.get("mode", "auto")
+    default = getattr(model, "default_objective", None)
+    if metric == "auto" or mode == "auto":
+        if default is None:
+            raise UserError(f"{type(model).__name__} has no default_objective: set objective.metric and objective.mode")
+        metric = default[0] if metric == "auto" else metric
+        mode = default[1] if mode == "auto" else mode
+    if mode not in ("min", "max"):
+        raise UserError(f"objective.mode={mode!r} must be min or max")
+    with open_dict(cfg):
+        cfg.objective = {"metric": metric, "mode": mode}
+    return metric, mode

@@ -1,0 +1,72 @@
+"""Open a checkpoint written by this framework: its weights, the run config it carries, and what model it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiment_utils.errors import UserError
+
+# Which script serves which LightningModule (by its config _target_).
+MODEL_KINDS = {
+    "lightning_modules.denoiser.DenoiserModule": "denoiser",
+    "lightning_modules.classifier.ClassifierModule": "classifier",
+}
+SCRIPT_FOR_KIND = {"denoiser": "scripts/eval.py or scripts/denoise.py", "classifier": "scripts/eval.py or scripts/predict.py"}
+
+
+def model_kind(run_config: dict[str, Any] | DictConfig) -> str:
+    """'denoiser', 'classifier', or the model's _target_ when it is some other LightningModule."""
+    target = str(run_config.get("model", {}).get("_target_", "?"))
+    return MODEL_KINDS.get(target, target)
+
+
+def load_run_checkpoint(path: str | Path, expected_kind: str | None = None) -> tuple[dict[str, Any], DictConfig]:
+    """Load a checkpoint (``weights_only``) and the run config it carries; check it holds ``expected_kind``.
+
+    Falls back to the run directory's ``.hydra/config.yaml`` for checkpoints without an embedded config.
+    """
+    import torch
+
+    ckpt_path = Path(path).expanduser()
+    if not ckpt_path.is_file():
+        raise UserError(f"checkpoint {ckpt_path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {ckpt_path}: {first}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{ckpt_path} is not a Lightning checkpoint (no state_dict): use one from a run's checkpoints/")
+    run_config = checkpoint.get("run_config")
+    if run_config is None:
+        saved = ckpt_path.parent.parent / ".hydra" / "config.yaml"
+        if not saved.is_file():
+            raise UserError(
+                f"{ckpt_path} carries no run config and {saved} does not exist: it was not written by scripts/train.py"
+            )
+        cfg = OmegaConf.load(saved)
+    else:
+        cfg = OmegaConf.create(run_config)
+    kind = model_kind(cfg)
+    if expected_kind is not None and kind != expected_kind:
+        hint = SCRIPT_FOR_KIND.get(kind, "the script for that model")
+        raise UserError(f"{ckpt_path} holds a {kind} model, not a {expected_kind}: use {hint}")
+    return checkpoint, cfg
+
+
+def build_module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> Any:
+    """Instantiate the LightningModule described by ``cfg.model`` and load the checkpoint's weights into it."""
+    from experiment_utils.instantiation import instantiate_node
+
+    module = instantiate_node(cfg.model, "model")
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint weights do not fit the model in its config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[0]})"
+        )
+    module.eval()
+    return module

@@ -1,0 +1,120 @@
+"""The task wrapper every entry point runs through: one-line user errors, W&B always closed, a metrics file."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiment_utils.atomic import atomic_write_json
+from experiment_utils.errors import UserError
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra ``-m`` job."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def _wandb_info(loggers: list[Any]) -> dict[str, Any] | None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            run = logger.experiment
+            info = {"id": run.id, "name": run.name, "project": run.project, "group": run.group}
+            info["url"] = getattr(run, "url", None)
+            info["mode"] = str(run.settings.mode)
+            info["run_dir"] = str(Path(run.dir).parent)
+            return info
+    return None
+
+
+def _env_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the active W&B run, if any, so that the next job of a sweep starts a run of its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    """Run ``task(cfg)`` and return its objective value (for sweepers).
+
+    A UserError prints ``error: <message>`` and exits with status 2 (in a multirun the job is recorded as
+    failed and NaN is returned so the sweep goes on). Any other error is re-raised, except in a multirun.
+    Always: the W&B run is closed and ``metrics.json`` is written to the run directory by rank zero, with
+    ``status`` completed or failed.
+    """
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir) if cfg.get("paths") and cfg.paths.get("output_dir") else None
+    record: dict[str, Any] = {"task": cfg.get("task_name"), "status": "failed", "error": None}
+    result: dict[str, Any] = {}
+    exit_code = 1
+    try:
+        result = task(cfg)
+        record["status"] = "completed"
+        exit_code = 0
+    except UserError as exc:
+        record["error"] = str(exc)
+        log.error("%s", exc)
+        if not in_multirun():
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    except Exception as exc:
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        if not in_multirun():
+            raise
+        log.exception("job failed; the sweep goes on")
+    finally:
+        loggers = result.get("loggers", [])
+        is_zero = result.get("is_global_zero", _env_rank() == 0)
+        if is_zero:
+            wandb_info = _wandb_info(loggers) if record["status"] == "completed" else None
+            record.update(
+                {k: result[k] for k in ("objective", "metrics", "best_checkpoint") if k in result},
+                wandb=wandb_info,
+                duration_s=round(time.time() - started, 2),
+            )
+            if output_dir is not None:
+                atomic_write_json(output_dir / METRICS_FILE, record)
+        finish_wandb(exit_code)
+        if is_zero and record["status"] == "completed":
+            _print_summary(record, output_dir)
+    objective = record.get("objective") or {}
+    value = objective.get("best", math.nan)
+    return float(value) if value is not None else math.nan
+
+
+def _print_summary(record: dict[str, Any], output_dir: Path | None) -> None:
+    metrics = record.get("metrics") or {}
+    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.endswith("loss")}
+    if shown:
+        print("results:")
+        for key, value in shown.items():
+            print(f"  {key:<24} {value:.4f}")
+    if record.get("best_checkpoint"):
+        print(f"best checkpoint: {record['best_checkpoint']}")
+    if output_dir is not None:
+        print(f"run directory:   {output_dir}")
+    wandb_info = record.get("wandb")
+    if wandb_info and wandb_info.get("mode") == "offline":
+        print(f"W&B run saved offline; upload it with:  wandb sync {wandb_info['run_dir']}")
+    elif wandb_info and wandb_info.get("url"):
+        print(f"W&B run: {wandb_info['url']}")

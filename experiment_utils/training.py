@@ -1,0 +1,91 @@
+"""The train task: build data, model, callbacks, loggers and trainer from config; fit; test the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
+from experiment_utils.objective import resolve_objective
+
+log = logging.getLogger(__name__)
+
+
+def _scalar_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(prefixes):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return dict(sorted(out.items()))
+
+
+def _hydra_initialized() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.initialized()
+    except ImportError:
+        return False
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (``cfg.train``) and test the best checkpoint (``cfg.test``); return the run's results.
+
+    The result holds ``objective`` (metric, mode, best value), ``metrics`` (final train/val/test scalars),
+    ``best_checkpoint`` and the logger objects (under ``loggers``, not serialisable).
+    """
+    import lightning.pytorch as pl
+
+    from experiment_utils.callbacks import ParameterCountLogger, RunConfigInCheckpoint
+
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if _hydra_initialized():
+        from experiment_utils.ddp_launch import install_hydra_job_subprocess_cmd
+
+        install_hydra_job_subprocess_cmd()
+
+    log.info("Instantiating data <%s>", cfg.data.get("_target_"))
+    datamodule = instantiate_node(cfg.data, "data")
+    log.info("Instantiating model <%s>", cfg.model.get("_target_"))
+    model = instantiate_node(cfg.model, "model")
+    metric, mode = resolve_objective(cfg, model)
+
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger()]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(run_config)
+
+    result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
+
+    checkpoint_cb = trainer.checkpoint_callback
+    best_path = getattr(checkpoint_cb, "best_model_path", "") or None
+    best_score = getattr(checkpoint_cb, "best_model_score", None)
+    best_value = float(best_score) if best_score is not None else fit_metrics.get(metric, math.nan)
+
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test", True):
+        if best_path is None:
+            log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
+
+    result.update(
+        objective={"metric": metric, "mode": mode, "best": best_value},
+        metrics={**fit_metrics, **test_metrics},
+        best_checkpoint=best_path,
+        is_global_zero=trainer.is_global_zero,
+    )
+    return result

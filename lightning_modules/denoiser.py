@@ -1,0 +1,237 @@
+"""LightningModule that trains an image denoiser on ``(noisy, clean)`` batches and reports PSNR/SSIM."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import MaxMetric
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from experiment_utils.errors import UserError
+from lightning_modules.losses import build_loss
+from lightning_modules.networks.registry import build_denoiser_net
+from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+_SEPARATOR_PX = 4  # white gap between the noisy | denoised | clean columns of a panel
+
+
+def _plain(value: Any) -> Any:
+    """Turn omegaconf containers into plain dicts/lists (checkpoints must load with weights_only=True)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _psnr_metric() -> PeakSignalNoiseRatio:
+    """PSNR per image (dim=(1, 2, 3)) averaged over images, the usual denoising convention."""
+    return PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+
+
+def _to_uint8_hwc(image: Tensor) -> np.ndarray:
+    """(C, H, W) float tensor in [0, 1] -> H x W x 3 uint8 array (grayscale repeated to RGB)."""
+    array = (image.detach().float().clamp(0, 1).cpu() * 255.0 + 0.5).to(torch.uint8)
+    if array.shape[0] == 1:
+        array = array.expand(3, -1, -1)
+    return array.permute(1, 2, 0).contiguous().numpy()
+
+
+def make_panel(noisy: Tensor, denoised: Tensor, clean: Tensor) -> np.ndarray:
+    """Side-by-side uint8 H x (3W + gaps) x 3 panel ``noisy | denoised | clean`` from three (C, H, W) images."""
+    columns = [_to_uint8_hwc(t) for t in (noisy, denoised, clean)]
+    gap = np.full((columns[0].shape[0], _SEPARATOR_PX, 3), 255, dtype=np.uint8)
+    return np.concatenate([columns[0], gap, columns[1], gap, columns[2]], axis=1)
+
+
+class DenoiserModule(pl.LightningModule):
+    """Train/evaluate a denoising network built from ``net`` (see ``networks.registry``).
+
+    Batches are ``(noisy, clean)`` float tensors in [0, 1]. Logs ``train/loss``; ``val/loss``, ``val/psnr``,
+    ``val/ssim``, ``val/psnr_noisy`` (PSNR of the input), ``val/psnr_best`` (best val/psnr so far); the same
+    for ``test/``. Metrics use outputs clamped to [0, 1]. Each validation epoch, panels noisy | denoised | clean
+    of the first ``num_panels`` validation images go to the loggers.
+    """
+
+    default_objective = ("val/psnr", "max")
+
+    def __init__(
+        self,
+        net: dict,
+        loss: str | dict = "mse",
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        num_panels: int = 4,
+    ) -> None:
+        super().__init__()
+        net, loss, optimizer, scheduler = (_plain(v) for v in (net, loss, optimizer, scheduler))
+        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
+        num_panels = int(num_panels)
+        self.save_hyperparameters(
+            {"net": net, "loss": loss, "optimizer": optimizer, "scheduler": scheduler, "num_panels": num_panels}
+        )
+        self.net = build_denoiser_net(net)
+        self.channels: int = self.net.channels
+        self.loss_fn = build_loss(loss)
+        self._check_optim_config(optimizer, scheduler)
+        self.num_panels = num_panels
+
+        self.val_psnr = _psnr_metric()
+        self.val_psnr_noisy = _psnr_metric()
+        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.val_psnr_best = MaxMetric()
+        self.val_psnr_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
+        self.test_psnr = _psnr_metric()
+        self.test_psnr_noisy = _psnr_metric()
+        self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self._panel_samples: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    @staticmethod
+    def _check_optim_config(optimizer: dict, scheduler: dict | None) -> None:
+        """Fail at construction (UserError), not after data setup, on a bad optimizer/scheduler config."""
+        dummy = build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_scheduler(dummy, scheduler, total_steps=1000, steps_per_epoch=10)
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        """Run the network on a (B, C, H, W) batch; raw output, not clamped."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise UserError(
+                f"the denoiser expects (B, {self.channels}, H, W) images but got shape {tuple(x.shape)}; "
+                f"use data with channels={self.channels} (or a model trained for {x.shape[-3]} channels)"
+            )
+        return self.net(x)
+
+    @torch.no_grad()
+    def denoise(self, x: Tensor) -> Tensor:
+        """Denoise a (B, C, H, W) batch or one (C, H, W) image; output clamped to [0, 1], no gradients."""
+        single = x.ndim == 3
+        out = self(x.unsqueeze(0) if single else x).clamp(0.0, 1.0)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------------------------------------------- train
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step on a (noisy, clean) batch; logs ``train/loss``."""
+        noisy, clean = batch
+        loss = self.loss_fn(self(noisy), clean)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=noisy.shape[0])
+        return loss
+
+    # -------------------------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting this epoch's panel samples."""
+        self._panel_samples = []
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Update the validation metrics and collect the first ``num_panels`` samples for image panels."""
+        noisy, clean = batch
+        out = self._eval_step(batch, "val", self.val_psnr, self.val_ssim, self.val_psnr_noisy)
+        want = self.num_panels - len(self._panel_samples)
+        if want > 0 and self.global_rank == 0 and not self.trainer.sanity_checking:
+            for i in range(min(want, noisy.shape[0])):
+                self._panel_samples.append((noisy[i].cpu(), out[i].cpu(), clean[i].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        """Log epoch PSNR/SSIM (synced by torchmetrics), the best PSNR so far, and the image panels."""
+        psnr = self._log_epoch_metrics("val", self.val_psnr, self.val_ssim, self.val_psnr_noisy)
+        if self.trainer.sanity_checking:
+            return
+        self.val_psnr_best.update(psnr)
+        self.log("val/psnr_best", self.val_psnr_best.compute())
+        if self._panel_samples:
+            self._log_panels()
+        self._panel_samples = []
+
+    def _log_panels(self) -> None:
+        """Send ``noisy | denoised | clean`` panels of the collected samples to the loggers."""
+        from experiment_utils.image_logging import log_image_panels
+
+        images, captions = [], []
+        for i, (noisy, denoised, clean) in enumerate(self._panel_samples):
+            images.append(make_panel(noisy, denoised, clean))
+            psnr_in = _single_psnr(noisy, clean)
+            psnr_out = _single_psnr(denoised, clean)
+            captions.append(f"val {i}: noisy {psnr_in:.2f} dB | denoised {psnr_out:.2f} dB | clean")
+        log_image_panels(self.trainer, key="val/panels", images=images, captions=captions)
+
+    # -------------------------------------------------------------------------------------------------- test
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Update the test metrics."""
+        self._eval_step(batch, "test", self.test_psnr, self.test_ssim, self.test_psnr_noisy)
+
+    def on_test_epoch_end(self) -> None:
+        """Log test PSNR/SSIM for the whole test set."""
+        self._log_epoch_metrics("test", self.test_psnr, self.test_ssim, self.test_psnr_noisy)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _eval_step(
+        self,
+        batch: tuple[Tensor, Tensor],
+        split: str,
+        psnr: PeakSignalNoiseRatio,
+        ssim: StructuralSimilarityIndexMeasure,
+        psnr_noisy: PeakSignalNoiseRatio,
+    ) -> Tensor:
+        """Loss + metric updates for one val/test batch; returns the clamped output."""
+        noisy, clean = batch
+        raw = self(noisy)
+        self.log(f"{split}/loss", self.loss_fn(raw, clean), on_epoch=True, sync_dist=True, batch_size=len(noisy))
+        out = raw.detach().float().clamp(0.0, 1.0)
+        clean = clean.float()
+        psnr.update(out, clean)
+        ssim.update(out, clean)
+        psnr_noisy.update(noisy.float().clamp(0.0, 1.0), clean)
+        return out
+
+    def _log_epoch_metrics(
+        self,
+        split: str,
+        psnr: PeakSignalNoiseRatio,
+        ssim: StructuralSimilarityIndexMeasure,
+        psnr_noisy: PeakSignalNoiseRatio,
+    ) -> Tensor:
+        """Compute (torchmetrics syncs across processes), log and reset the epoch metrics; returns the PSNR."""
+        values = {f"{split}/psnr": psnr.compute(), f"{split}/ssim": ssim.compute()}
+        values[f"{split}/psnr_noisy"] = psnr_noisy.compute()
+        for metric in (psnr, ssim, psnr_noisy):
+            metric.reset()
+        self.log_dict(values, on_epoch=True, prog_bar=split == "val")
+        return values[f"{split}/psnr"]
+
+    # ------------------------------------------------------------------------------------------------ predict
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Denoised batch (clamped to [0, 1]); ``batch`` is a tensor or a tuple whose first item is the input."""
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        return self.denoise(x)
+
+    # ------------------------------------------------------------------------------------------------- optim
+    def configure_optimizers(self) -> Any:
+        """Optimizer (no weight decay on biases/norms) and per-step LR schedule from the hparams."""
+        cfg = self.hparams["optimizer"]
+        groups = param_groups_without_decay(self.net.named_parameters(), float(cfg.get("weight_decay", 0.0)))
+        optimizer = build_optimizer(groups, cfg)
+        total_steps = self.trainer.estimated_stepping_batches  # also sets up the train dataloader
+        batches = self.trainer.num_training_batches
+        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
+        if np.isfinite(batches):
+            steps_per_epoch = max(1, -(-int(batches) // accumulate))
+        else:  # iterable loader without a length: an "epoch" is the whole run (or 1 step if unbounded)
+            steps_per_epoch = max(1, int(total_steps)) if np.isfinite(total_steps) else 1
+        scheduler = build_scheduler(optimizer, self.hparams["scheduler"], total_steps, steps_per_epoch)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _single_psnr(pred: Tensor, target: Tensor) -> float:
+    """PSNR in dB of one image pair in [0, 1] (for panel captions)."""
+    mse = torch.mean((pred.float().clamp(0, 1) - target.float()) ** 2).item()
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))

@@ -1,0 +1,24 @@
+"""Train a model: ``python scripts/train.py [group=option ...] [key=value ...]`` (add ``-m`` to sweep).
+
+Composes ``conf/train.yaml``; fits, tests the best checkpoint, writes ``metrics.json`` to the run directory
+and returns the objective for sweepers. Heavy libraries are imported only once a job really runs, so
+``--help`` and ``--cfg job`` stay fast.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Run the train task on the composed config; return the monitored metric's best value."""
+    from experiment_utils.task import run_task
+    from experiment_utils.training import train
+
+    return run_task(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

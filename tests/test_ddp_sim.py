@@ -1,0 +1,22 @@
+"""DDP on CPU (2 gloo processes) through the real script: one run directory, one W&B run, sane metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from tests.conftest import FAST_DENOISE, run_script, single_run_dir
+
+
+def test_ddp_sim_writes_one_run_dir_and_one_wandb_run(tmp_path: Path) -> None:
+    run_script("train.py", *FAST_DENOISE, "trainer=ddp_sim", "trainer.max_epochs=1", cwd=tmp_path)
+    run_dir = single_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["metrics"]["test/psnr"] > 0
+    runs = find_offline_runs(tmp_path)
+    assert len(runs) == 1
+    logged = {k for row in read_offline_run(runs[0])["history"] for k in row}
+    assert "val/psnr" in logged and "test/psnr" in logged
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2  # best + last, written once by rank 0
