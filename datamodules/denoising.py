@@ -1,13 +1,19 @@
 """``DenoisingDataModule``: (noisy, clean) float32 batches for training and evaluating image denoisers.
 
 Train: ``patches_per_epoch`` random patches per epoch: a random training image, a random ``patch_size`` crop,
-a random flip/rot90 (8 orientations) and fresh noise. Randomness comes from a per-process ``torch.Generator``
-seeded from torch's RNG (main process, so ``seed_everything`` makes runs repeatable) or from the worker seed
-that the DataLoader gives each worker (different per worker and per epoch), so ``num_workers > 0`` never
-repeats patches across workers.
+a random flip/rot90 (8 orientations) and fresh noise. Patch ``i`` of epoch ``e`` is drawn from a generator
+seeded by (data seed, e, i); the data seed is taken from torch's RNG when the data module is built (so
+``seed_everything`` makes runs repeatable). The patches of an epoch are thus the same whatever the number of
+DataLoader workers or DDP processes: under DDP, ``PatchSampler`` gives process r the patches r, r + W,
+r + 2W, ... of the epoch, so W processes with batch B see exactly the patches of one process with batch W x B
+(``patches_per_epoch`` counts all processes together; it is rounded up to a multiple of W by repeating at
+most W - 1 patches).
 
 Val/test: every image of the split, centre-cropped to ``eval_crop``, with noise drawn by a generator seeded
 from (noise_seed, split, image index): batches are bit-identical across epochs, runs and DataLoader settings.
+Under DDP every val/test image is scored exactly once (``experiment_utils.distributed.eval_sampler``):
+process r gets images r, r + W, ...; processes may run one batch more or less than each other, and the last
+batch of a process may be partial (nothing is padded or dropped).
 If ``eval_crop`` is larger than the smallest image of a split the crop is reduced to that image's smaller
 side for the whole split (so batches still collate); with ``eval_crop=None`` images are used whole, which
 needs equal sizes or ``eval_batch_size=1``.
@@ -27,7 +33,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.clean_sources import (
     SPLITS,
@@ -41,6 +47,7 @@ from datamodules.clean_sources import (
 )
 from datamodules.image_io import to_float
 from datamodules.noise import NoiseModel, build_noise
+from experiment_utils.distributed import attached_trainer, eval_sampler, rank_and_world
 from experiment_utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -84,8 +91,19 @@ def eval_seed(noise_seed: int, split: str, index: int) -> int:
     return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def patch_seed(seed: int, epoch: int, index: int) -> int:
+    """Seed of the generator of training patch ``index`` of ``epoch`` in a run whose data seed is ``seed``."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index)])
+    return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 class TrainPatches(Dataset):
-    """``length`` random (noisy, clean) patches per epoch; the index is ignored (every item is random)."""
+    """``length`` random (noisy, clean) patches per epoch.
+
+    Item ``epoch * length + i`` (the indices ``PatchSampler`` yields) is patch ``i`` of ``epoch``, drawn from
+    a generator seeded by ``patch_seed(seed, epoch, i)``: the same patch in any process or worker. ``seed``
+    None is drawn from torch's RNG by ``ensure_seed`` (called in the main process when a loader is made).
+    """
 
     def __init__(
         self,
@@ -94,30 +112,33 @@ class TrainPatches(Dataset):
         patch_size: int,
         length: int,
         noise: NoiseModel | None,
+        seed: int | None = None,
     ) -> None:
         self.items = list(items)
         self.channels = channels
         self.patch_size = patch_size
         self.length = length
         self.noise = noise
-        self._generator: torch.Generator | None = None
-        self._generator_key: Any = None
+        self.seed = seed
+        self.passes = 0  # epochs drawn by samplers that were not told their epoch (plain iteration)
 
     def __len__(self) -> int:
         return self.length
 
-    def generator(self) -> torch.Generator:
-        """This process's generator: from the DataLoader worker seed in a worker, else from torch's RNG."""
-        info = get_worker_info()
-        key = ("worker", info.seed) if info is not None else ("main",)
-        if self._generator is None or self._generator_key != key:
-            seed = info.seed if info is not None else int(torch.randint(0, 2**62, ()).item())
-            self._generator = torch.Generator().manual_seed(int(seed) % 2**63)
-            self._generator_key = key
-        return self._generator
+    def ensure_seed(self) -> int:
+        """The data seed, drawn from torch's RNG on first use (so ``seed_everything`` fixes it)."""
+        if self.seed is None:
+            self.seed = int(torch.randint(0, 2**62, ()).item())
+        return self.seed
+
+    def next_pass(self) -> int:
+        """A new epoch number for a pass whose epoch nobody set (each plain iteration gets fresh patches)."""
+        self.passes += 1
+        return self.passes - 1
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.generator()
+        epoch, i = divmod(int(index), self.length)
+        g = torch.Generator().manual_seed(patch_seed(self.ensure_seed(), epoch, i))
         item = self.items[int(torch.randint(len(self.items), (), generator=g))]
         height, width = item.size
         p = self.patch_size
@@ -179,6 +200,42 @@ class EvalImages(Dataset):
         return self.noise(clean, g).contiguous(), clean
 
 
+class PatchSampler(DistributedSampler):
+    """Indices ``epoch * length + i`` of the training patches of one process (all of them on one process).
+
+    Process ``rank`` of ``num_replicas`` gets patches rank, rank + W, ... of the epoch, in order. The epoch is
+    the one Lightning sets with ``set_epoch`` (so a resumed run continues the patch sequence); without
+    ``set_epoch`` every iteration takes the dataset's next pass number. Being a ``DistributedSampler``,
+    Lightning keeps it under DDP instead of putting its own in.
+    """
+
+    def __init__(self, dataset: TrainPatches, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use patches of ``epoch`` from now on (Lightning calls this at the start of every epoch)."""
+        super().set_epoch(epoch)
+        self._epoch_set = True
+
+    def __iter__(self):  # type: ignore[override]
+        """The indices of this process for the current epoch."""
+        dataset: TrainPatches = self.dataset  # type: ignore[assignment]
+        epoch = self.epoch if self._epoch_set else dataset.next_pass()
+        offset = epoch * len(dataset)
+        return iter([offset + i for i in super().__iter__()])
+
+
+def resolve_pin_memory(pin_memory: bool | str, trainer: Any | None) -> bool:
+    """``data.pin_memory`` as a bool: ``auto`` = pinned when the trainer's device (or, without a trainer, the
+    machine) is a CUDA GPU, where Lightning's non-blocking host-to-device copies then overlap with compute."""
+    if pin_memory != "auto":
+        return bool(pin_memory)
+    if trainer is not None:
+        return trainer.strategy.root_device.type == "cuda"
+    return torch.cuda.is_available()
+
+
 def _check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -207,6 +264,7 @@ class DenoisingDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         channels: int = 1,
         noise: dict | None = None,
+        eval_noise: dict | None = None,
         patch_size: int = 40,
         patches_per_epoch: int = 4096,
         batch_size: int = 32,
@@ -214,12 +272,14 @@ class DenoisingDataModule(pl.LightningDataModule):
         eval_crop: int | None = 256,
         noise_seed: int = 1234,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
         skimage_images = _plain(skimage_images)
         noise = _plain(noise)
+        eval_noise = _plain(eval_noise)
         root = None if root is None else str(root)
         if source not in SOURCES:
             raise UserError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
@@ -254,6 +314,10 @@ class DenoisingDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.channels = channels
         self.noise: NoiseModel | None = None if source == "paired" else build_noise(noise)
+        # val/test noise: its own model when given (e.g. fixed sigma for a blind model), else the training one
+        self.eval_noise: NoiseModel | None = (
+            self.noise if source == "paired" or eval_noise is None else build_noise(eval_noise)
+        )
         self.patch_size = patch_size
         self.patches_per_epoch = patches_per_epoch
         self.batch_size = batch_size
@@ -261,8 +325,17 @@ class DenoisingDataModule(pl.LightningDataModule):
         self.eval_crop = eval_crop
         self.noise_seed = noise_seed
         self.num_workers = num_workers
-        self.pin_memory = bool(pin_memory)
+        if pin_memory != "auto" and not isinstance(pin_memory, bool):
+            raise UserError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
+        self.pin_memory: bool | str = pin_memory  # auto = pinned when training on a CUDA device
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        _check_int("prefetch_factor", prefetch_factor, 1, allow_none=True)
+        self.prefetch_factor = prefetch_factor  # batches loaded ahead by each worker (num_workers > 0)
+        # Seed of the training patches, peeked from torch's RNG without advancing it when the module is built
+        # (right after seed_everything): a single process and every DDP process agree on it, whatever they
+        # draw later (Lightning re-seeds DDP processes after the model is built, a single process does not).
+        with torch.random.fork_rng(devices=[]):
+            self.data_seed = int(torch.randint(0, 2**62, ()).item())
         self._splits: Splits | None = None
         self.datasets: dict[str, Dataset] = {}
         self.image_names: dict[str, list[str]] = {}
@@ -307,14 +380,19 @@ class DenoisingDataModule(pl.LightningDataModule):
             )
         self.datasets = {
             "train": TrainPatches(
-                splits["train"], self.channels, self.patch_size, self.patches_per_epoch, self.noise
+                splits["train"],
+                self.channels,
+                self.patch_size,
+                self.patches_per_epoch,
+                self.noise,
+                seed=self.data_seed,
             )
         }
         for split in ("val", "test"):
             crop = self._eval_crop(split, splits[split])
             self.eval_crops[split] = crop
             self.datasets[split] = EvalImages(
-                splits[split], self.channels, crop, self.noise, self.noise_seed, split
+                splits[split], self.channels, crop, self.eval_noise, self.noise_seed, split
             )
         self.image_names = {split: [it.name for it in splits[split]] for split in SPLITS}
         self._splits = splits
@@ -352,13 +430,25 @@ class DenoisingDataModule(pl.LightningDataModule):
             raise UserError(
                 f"no {split} images for source={self.source}; set data.test_fraction > 0 or list test images"
             )
+        trainer = attached_trainer(self)
+        if isinstance(dataset, TrainPatches):
+            dataset.ensure_seed()
+            rank, world = rank_and_world(trainer)
+            sampler = PatchSampler(dataset, num_replicas=world, rank=rank)
+        else:
+            sampler = eval_sampler(dataset, trainer, split)
+        extra: dict[str, Any] = {}
+        if self.num_workers > 0 and self.prefetch_factor is not None:
+            extra["prefetch_factor"] = self.prefetch_factor
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=False,
+            sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=resolve_pin_memory(self.pin_memory, trainer),
             persistent_workers=self.persistent_workers,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -19,7 +19,9 @@ class RunConfigInCheckpoint(pl.Callback):
     def __init__(self, run_config: dict[str, Any]) -> None:
         self.run_config = run_config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         """Add the config to the checkpoint being written."""
         checkpoint[RUN_CONFIG_KEY] = self.run_config
 

@@ -34,7 +34,10 @@ def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> d
     if unknown:
         raise UserError(f"unknown baselines {unknown}: choose from {sorted(BASELINES)}")
     metrics = {
-        n: (PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)), StructuralSimilarityIndexMeasure(data_range=1.0))
+        n: (
+            PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+            StructuralSimilarityIndexMeasure(data_range=1.0),
+        )
         for n in names
     }
     for noisy, clean in datamodule.test_dataloader():
@@ -43,7 +46,9 @@ def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> d
             array = array[..., 0] if array.shape[-1] == 1 else array
             for name in names:
                 out = np.asarray(BASELINES[name](array, sigma), dtype=np.float32)
-                out_t = torch.from_numpy(out.reshape(array.shape)).reshape(*array.shape[:2], -1).permute(2, 0, 1)
+                out_t = (
+                    torch.from_numpy(out.reshape(array.shape)).reshape(*array.shape[:2], -1).permute(2, 0, 1)
+                )
                 psnr, ssim = metrics[name]
                 psnr.update(out_t[None].clamp(0, 1), clean_img[None])
                 ssim.update(out_t[None].clamp(0, 1), clean_img[None])
@@ -72,7 +77,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
     for logger in loggers:
-        logger.log_hyperparams({"ckpt_path": str(cfg.ckpt_path), "run_config": OmegaConf.to_container(run_cfg)})
+        logger.log_hyperparams(
+            {"ckpt_path": str(cfg.ckpt_path), "run_config": OmegaConf.to_container(run_cfg)}
+        )
     trainer.test(model=model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
@@ -80,11 +87,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if objective_metric not in metrics:
         objective_metric = "test/psnr" if kind == "denoiser" else "test/acc"
     if kind == "denoiser" and trainer.is_global_zero:
-        baselines = score_baselines(datamodule, list(cfg.get("baselines") or []), _gaussian_sigma(data_cfg.get("noise")))
+        baselines = score_baselines(
+            datamodule,
+            list(cfg.get("baselines") or []),
+            _gaussian_sigma(data_cfg.get("eval_noise") or data_cfg.get("noise")),
+        )
         rows = [
             ("noisy input", metrics.get("test/psnr_noisy"), None),
             *[(f"baseline: {name}", s["psnr"], s["ssim"]) for name, s in baselines.items()],
-            (f"model: {run_cfg.model.get('net', {}).get('name', 'model')}", metrics.get("test/psnr"), metrics.get("test/ssim")),
+            (
+                f"model: {run_cfg.model.get('net', {}).get('name', 'model')}",
+                metrics.get("test/psnr"),
+                metrics.get("test/ssim"),
+            ),
         ]
         _print_table(rows)
         for name, scores in baselines.items():

@@ -19,7 +19,9 @@ def _to_uint8_hwc(image: np.ndarray) -> np.ndarray:
     return array
 
 
-def log_image_panels(trainer: Any, key: str, images: list[np.ndarray], captions: list[str] | None = None) -> None:
+def log_image_panels(
+    trainer: Any, key: str, images: list[np.ndarray], captions: list[str] | None = None
+) -> None:
     """Log ``images`` (H×W×C uint8, or float in [0, 1]) under ``key`` to every logger of ``trainer``.
 
     W&B gets an image list, TensorBoard an image per panel; loggers without image support (CSV) get PNG files

@@ -39,7 +39,9 @@ def plan_outputs(input_path: Path, output_dir: Path, overwrite: bool) -> list[tu
     inputs = {p.resolve() for p, _ in pairs}
     for _, out in pairs:
         if out.resolve() in inputs:
-            raise UserError(f"output={output_dir} would overwrite the input {out}: choose another output folder")
+            raise UserError(
+                f"output={output_dir} would overwrite the input {out}: choose another output folder"
+            )
         if out.exists() and not overwrite:
             raise UserError(f"{out} already exists: choose an empty output folder or pass overwrite=true")
     return pairs

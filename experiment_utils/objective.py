@@ -16,7 +16,9 @@ def resolve_objective(cfg: DictConfig, model: Any) -> tuple[str, str]:
     default = getattr(model, "default_objective", None)
     if metric == "auto" or mode == "auto":
         if default is None:
-            raise UserError(f"{type(model).__name__} has no default_objective: set objective.metric and objective.mode")
+            raise UserError(
+                f"{type(model).__name__} has no default_objective: set objective.metric and objective.mode"
+            )
         metric = default[0] if metric == "auto" else metric
         mode = default[1] if mode == "auto" else mode
     if mode not in ("min", "max"):

@@ -14,7 +14,10 @@ MODEL_KINDS = {
     "lightning_modules.denoiser.DenoiserModule": "denoiser",
     "lightning_modules.classifier.ClassifierModule": "classifier",
 }
-SCRIPT_FOR_KIND = {"denoiser": "scripts/eval.py or scripts/denoise.py", "classifier": "scripts/eval.py or scripts/predict.py"}
+SCRIPT_FOR_KIND = {
+    "denoiser": "scripts/eval.py or scripts/denoise.py",
+    "classifier": "scripts/eval.py or scripts/predict.py",
+}
 
 
 def model_kind(run_config: dict[str, Any] | DictConfig) -> str:
@@ -23,7 +26,9 @@ def model_kind(run_config: dict[str, Any] | DictConfig) -> str:
     return MODEL_KINDS.get(target, target)
 
 
-def load_run_checkpoint(path: str | Path, expected_kind: str | None = None) -> tuple[dict[str, Any], DictConfig]:
+def load_run_checkpoint(
+    path: str | Path, expected_kind: str | None = None
+) -> tuple[dict[str, Any], DictConfig]:
     """Load a checkpoint (``weights_only``) and the run config it carries; check it holds ``expected_kind``.
 
     Falls back to the run directory's ``.hydra/config.yaml`` for checkpoints without an embedded config.
@@ -32,14 +37,18 @@ def load_run_checkpoint(path: str | Path, expected_kind: str | None = None) -> t
 
     ckpt_path = Path(path).expanduser()
     if not ckpt_path.is_file():
-        raise UserError(f"checkpoint {ckpt_path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+        raise UserError(
+            f"checkpoint {ckpt_path} does not exist: pass ckpt_path=<run dir>/checkpoints/<file>.ckpt"
+        )
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot read checkpoint {ckpt_path}: {first}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{ckpt_path} is not a Lightning checkpoint (no state_dict): use one from a run's checkpoints/")
+        raise UserError(
+            f"{ckpt_path} is not a Lightning checkpoint (no state_dict): use one from a run's checkpoints/"
+        )
     run_config = checkpoint.get("run_config")
     if run_config is None:
         saved = ckpt_path.parent.parent / ".hydra" / "config.yaml"

@@ -31,16 +31,29 @@ def in_multirun() -> bool:
         return False
 
 
+def _run_info(run: Any) -> dict[str, Any]:
+    info = {"id": run.id, "name": run.name, "project": run.project, "group": run.group}
+    info["url"] = getattr(run, "url", None)
+    info["mode"] = str(run.settings.mode)
+    info["run_dir"] = str(Path(run.dir).parent)
+    return info
+
+
 def _wandb_info(loggers: list[Any]) -> dict[str, Any] | None:
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            run = logger.experiment
-            info = {"id": run.id, "name": run.name, "project": run.project, "group": run.group}
-            info["url"] = getattr(run, "url", None)
-            info["mode"] = str(run.settings.mode)
-            info["run_dir"] = str(Path(run.dir).parent)
-            return info
+            return _run_info(logger.experiment)
     return None
+
+
+def _active_wandb_info() -> dict[str, Any] | None:
+    """The W&B run a failed job had already started (so its metrics.json still links to it), if any."""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    try:
+        return _run_info(run) if run is not None else None
+    except Exception:  # a half-initialised run must not hide the job's own error
+        return None
 
 
 def _env_rank() -> int:
@@ -58,13 +71,18 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     """Run ``task(cfg)`` and return its objective value (for sweepers).
 
     A UserError prints ``error: <message>`` and exits with status 2 (in a multirun the job is recorded as
-    failed and NaN is returned so the sweep goes on). Any other error is re-raised, except in a multirun.
+    failed and the sweep goes on). Any other error is re-raised, except in a multirun. The return value is
+    the objective's best value, or None when the job failed or its objective is NaN/inf: the Optuna sweeper
+    records None as a FAILED trial and carries on, whereas a NaN return aborts its whole study (Optuna 2.10
+    refuses NaN and the sweeper's error handling then fails too).
     Always: the W&B run is closed and ``metrics.json`` is written to the run directory by rank zero, with
-    ``status`` completed or failed.
+    ``status`` completed or failed, start/end times and the process id. After a multirun job, its DDP
+    process group and rank variables are released so the next job can start its own ranks.
     """
     started = time.time()
     output_dir = Path(cfg.paths.output_dir) if cfg.get("paths") and cfg.paths.get("output_dir") else None
     record: dict[str, Any] = {"task": cfg.get("task_name"), "status": "failed", "error": None}
+    record.update(started_at=round(started, 3), pid=os.getpid())
     result: dict[str, Any] = {}
     exit_code = 1
     try:
@@ -86,20 +104,29 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         loggers = result.get("loggers", [])
         is_zero = result.get("is_global_zero", _env_rank() == 0)
         if is_zero:
-            wandb_info = _wandb_info(loggers) if record["status"] == "completed" else None
+            wandb_info = _wandb_info(loggers) if record["status"] == "completed" else _active_wandb_info()
             record.update(
                 {k: result[k] for k in ("objective", "metrics", "best_checkpoint") if k in result},
                 wandb=wandb_info,
+                finished_at=round(time.time(), 3),
                 duration_s=round(time.time() - started, 2),
             )
             if output_dir is not None:
                 atomic_write_json(output_dir / METRICS_FILE, record)
         finish_wandb(exit_code)
+        if in_multirun():
+            from experiment_utils.ddp_launch import release_distributed_job
+
+            release_distributed_job()
         if is_zero and record["status"] == "completed":
             _print_summary(record, output_dir)
     objective = record.get("objective") or {}
-    value = objective.get("best", math.nan)
-    return float(value) if value is not None else math.nan
+    value = objective.get("best")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _print_summary(record: dict[str, Any], output_dir: Path | None) -> None:

@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
 from experiment_utils.objective import resolve_objective
+from experiment_utils.optuna_search import check_sweeper_direction
+from experiment_utils.requeue import requeued_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,15 @@ def _scalar_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[
             except (TypeError, ValueError):
                 continue
     return dict(sorted(out.items()))
+
+
+def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
+    """Scalars that callbacks report for metrics.json (e.g. the Optuna trial number and pruning epoch)."""
+    out: dict[str, float] = {}
+    for callback in callbacks:
+        if hasattr(callback, "result_metrics"):
+            out.update(callback.result_metrics())
+    return out
 
 
 def _hydra_initialized() -> bool:
@@ -42,7 +53,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl
 
-    from experiment_utils.callbacks import ParameterCountLogger, RunConfigInCheckpoint
+    from experiment_utils.callbacks import ParameterCountLogger, RunConfigInCheckpoint, count_parameters
+    from experiment_utils.speed import framework_callbacks
 
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -56,18 +68,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Instantiating model <%s>", cfg.model.get("_target_"))
     model = instantiate_node(cfg.model, "model")
     metric, mode = resolve_objective(cfg, model)
+    check_sweeper_direction(mode)  # an Optuna sweep must optimise the objective the same way round
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger()]
+    callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+    )
     for logger in loggers:
         logger.log_hyperparams(run_config)
 
     result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(trainer)  # a requeued SLURM job continues
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
 
     checkpoint_cb = trainer.checkpoint_callback
@@ -84,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     result.update(
         objective={"metric": metric, "mode": mode, "best": best_value},
-        metrics={**fit_metrics, **test_metrics},
+        metrics={**fit_metrics, **test_metrics, **count_parameters(model), **_callback_metrics(callbacks)},
         best_checkpoint=best_path,
         is_global_zero=trainer.is_global_zero,
     )

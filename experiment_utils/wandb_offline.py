@@ -24,7 +24,9 @@ def iter_record_bytes(path: str | Path) -> list[bytes]:
     data = Path(path).read_bytes()
     ident, magic, version = _FILE_HEADER.unpack_from(data, 0)
     if ident != b":W&B" or magic != 0xBEE1 or version != 0:
-        raise ValueError(f"{path} is not a W&B run file (header {ident!r}, magic {magic:#x}, version {version})")
+        raise ValueError(
+            f"{path} is not a W&B run file (header {ident!r}, magic {magic:#x}, version {version})"
+        )
     records: list[bytes] = []
     pending = b""
     pos = _FILE_HEADER.size

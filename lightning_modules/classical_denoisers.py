@@ -15,7 +15,8 @@ from experiment_utils.errors import UserError
 # TV weight = 1.0 * sigma: in a sweep of 0.4-1.5 x sigma on 4 skimage images at sigma 15, 25, 50 (/255) it was
 # within 0.8 dB of the best factor at every level.
 TV_WEIGHT_PER_SIGMA = 1.0
-# h = 0.8 * sigma as in the scikit-image NL-means example (fast mode, sigma given); best of 0.6-1.2 in that sweep.
+# h = 0.8 * sigma as in the scikit-image NL-means example (fast mode, sigma given); the best of 0.6-1.2
+# in that sweep.
 NLM_H_PER_SIGMA = 0.8
 
 
@@ -63,7 +64,7 @@ def _finish(result: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 def tv_chambolle(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
-    """Total-variation denoising (Chambolle) with weight ``TV_WEIGHT_PER_SIGMA * sigma``; same shape/dtype out."""
+    """Total-variation denoising (Chambolle), weight ``TV_WEIGHT_PER_SIGMA * sigma``; same shape/dtype out."""
     from skimage.restoration import denoise_tv_chambolle
 
     image, channel_axis = _prepare(noisy)
@@ -74,7 +75,10 @@ def tv_chambolle(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
 
 
 def nl_means(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
-    """Non-local means (fast mode, 5x5 patches, 13x13 search), ``h = NLM_H_PER_SIGMA * sigma``; same shape/dtype out."""
+    """Non-local means (fast mode, 5x5 patches, 13x13 search), ``h = NLM_H_PER_SIGMA * sigma``.
+
+    Returns an array of the input's shape and float dtype, clipped to [0, 1].
+    """
     from skimage.restoration import denoise_nl_means
 
     image, channel_axis = _prepare(noisy)

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from experiment_utils.errors import UserError
@@ -44,7 +44,7 @@ def _to_uint8_hwc(image: Tensor) -> np.ndarray:
 
 
 def make_panel(noisy: Tensor, denoised: Tensor, clean: Tensor) -> np.ndarray:
-    """Side-by-side uint8 H x (3W + gaps) x 3 panel ``noisy | denoised | clean`` from three (C, H, W) images."""
+    """Side-by-side uint8 H x (3W + gaps) x 3 panel ``noisy | denoised | clean`` of three (C, H, W) images."""
     columns = [_to_uint8_hwc(t) for t in (noisy, denoised, clean)]
     gap = np.full((columns[0].shape[0], _SEPARATOR_PX, 3), 255, dtype=np.uint8)
     return np.concatenate([columns[0], gap, columns[1], gap, columns[2]], axis=1)
@@ -55,8 +55,8 @@ class DenoiserModule(pl.LightningModule):
 
     Batches are ``(noisy, clean)`` float tensors in [0, 1]. Logs ``train/loss``; ``val/loss``, ``val/psnr``,
     ``val/ssim``, ``val/psnr_noisy`` (PSNR of the input), ``val/psnr_best`` (best val/psnr so far); the same
-    for ``test/``. Metrics use outputs clamped to [0, 1]. Each validation epoch, panels noisy | denoised | clean
-    of the first ``num_panels`` validation images go to the loggers.
+    for ``test/`` (no best). Metrics use outputs clamped to [0, 1]. Each validation epoch, panels
+    noisy | denoised | clean of the first ``num_panels`` validation images go to the loggers.
     """
 
     default_objective = ("val/psnr", "max")
@@ -74,7 +74,13 @@ class DenoiserModule(pl.LightningModule):
         optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         num_panels = int(num_panels)
         self.save_hyperparameters(
-            {"net": net, "loss": loss, "optimizer": optimizer, "scheduler": scheduler, "num_panels": num_panels}
+            {
+                "net": net,
+                "loss": loss,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "num_panels": num_panels,
+            }
         )
         self.net = build_denoiser_net(net)
         self.channels: int = self.net.channels
@@ -90,7 +96,20 @@ class DenoiserModule(pl.LightningModule):
         self.test_psnr = _psnr_metric()
         self.test_psnr_noisy = _psnr_metric()
         self.test_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        # val/test loss as a torchmetrics mean weighted by images: exact under DDP with uneven shards
+        # (Lightning's self.log(sync_dist=True) mean floors its integer batch count when ranks differ:
+        # Lightning-AI/pytorch-lightning#21859)
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self._panel_samples: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def setup(self, stage: str) -> None:
+        """Give each process fresh metric states: under ddp_spawn on CPU the pickled module's state tensors
+        would otherwise live in shared memory and be summed into by every process."""
+        for metric in (self.val_psnr, self.val_psnr_noisy, self.val_ssim, self.val_loss):
+            metric.reset()
+        for metric in (self.test_psnr, self.test_psnr_noisy, self.test_ssim, self.test_loss):
+            metric.reset()
 
     @staticmethod
     def _check_optim_config(optimizer: dict, scheduler: dict | None) -> None:
@@ -122,7 +141,16 @@ class DenoiserModule(pl.LightningModule):
         """One optimisation step on a (noisy, clean) batch; logs ``train/loss``."""
         noisy, clean = batch
         loss = self.loss_fn(self(noisy), clean)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=noisy.shape[0])
+        batch_size = len(noisy)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=batch_size,
+        )
         return loss
 
     # -------------------------------------------------------------------------------------------- validation
@@ -145,7 +173,7 @@ class DenoiserModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_psnr_best.update(psnr)
-        self.log("val/psnr_best", self.val_psnr_best.compute())
+        self.log("val/psnr_best", self.val_psnr_best.compute(), sync_dist=True)
         if self._panel_samples:
             self._log_panels()
         self._panel_samples = []
@@ -183,7 +211,8 @@ class DenoiserModule(pl.LightningModule):
         """Loss + metric updates for one val/test batch; returns the clamped output."""
         noisy, clean = batch
         raw = self(noisy)
-        self.log(f"{split}/loss", self.loss_fn(raw, clean), on_epoch=True, sync_dist=True, batch_size=len(noisy))
+        loss_metric: MeanMetric = getattr(self, f"{split}_loss")
+        loss_metric.update(self.loss_fn(raw, clean).detach().float(), weight=len(noisy))
         out = raw.detach().float().clamp(0.0, 1.0)
         clean = clean.float()
         psnr.update(out, clean)
@@ -198,17 +227,21 @@ class DenoiserModule(pl.LightningModule):
         ssim: StructuralSimilarityIndexMeasure,
         psnr_noisy: PeakSignalNoiseRatio,
     ) -> Tensor:
-        """Compute (torchmetrics syncs across processes), log and reset the epoch metrics; returns the PSNR."""
+        """Compute (torchmetrics syncs across processes), log and reset epoch metrics; returns the PSNR."""
         values = {f"{split}/psnr": psnr.compute(), f"{split}/ssim": ssim.compute()}
         values[f"{split}/psnr_noisy"] = psnr_noisy.compute()
-        for metric in (psnr, ssim, psnr_noisy):
+        loss_metric: MeanMetric = getattr(self, f"{split}_loss")
+        values[f"{split}/loss"] = loss_metric.compute()
+        for metric in (psnr, ssim, psnr_noisy, loss_metric):
             metric.reset()
-        self.log_dict(values, on_epoch=True, prog_bar=split == "val")
+        # the values are already identical on every process (torchmetrics synced them): sync_dist only
+        # averages equal numbers and avoids Lightning's "use sync_dist" warning under DDP
+        self.log_dict(values, on_epoch=True, sync_dist=True, prog_bar=split == "val")
         return values[f"{split}/psnr"]
 
     # ------------------------------------------------------------------------------------------------ predict
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Denoised batch (clamped to [0, 1]); ``batch`` is a tensor or a tuple whose first item is the input."""
+        """Denoised batch in [0, 1]; ``batch`` is a tensor or a tuple whose first item is the input."""
         x = batch[0] if isinstance(batch, tuple | list) else batch
         return self.denoise(x)
 
@@ -218,9 +251,13 @@ class DenoiserModule(pl.LightningModule):
         cfg = self.hparams["optimizer"]
         groups = param_groups_without_decay(self.net.named_parameters(), float(cfg.get("weight_decay", 0.0)))
         optimizer = build_optimizer(groups, cfg)
-        total_steps = self.trainer.estimated_stepping_batches  # also sets up the train dataloader
-        batches = self.trainer.num_training_batches
-        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
+        trainer = self.trainer
+        total_steps = trainer.estimated_stepping_batches
+        if trainer.train_dataloader is None:
+            # max_steps-only runs skip this inside estimated_stepping_batches; it is not repeated later
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
         if np.isfinite(batches):
             steps_per_epoch = max(1, -(-int(batches) // accumulate))
         else:  # iterable loader without a length: an "epoch" is the whole run (or 1 step if unbounded)

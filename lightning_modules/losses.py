@@ -31,8 +31,9 @@ LOSSES = ("mse", "l1", "charbonnier")
 def build_loss(name: str | Mapping[str, Any], **kwargs: Any) -> nn.Module:
     """Return the loss module named ``name`` (mse | l1 | charbonnier).
 
-    ``name`` may also be a mapping such as ``{"name": "charbonnier", "eps": 1e-3}``; extra keys (or ``kwargs``)
-    are options of that loss (only charbonnier has one: ``eps``). Unknown names/options raise UserError.
+    ``name`` may also be a mapping such as ``{"name": "charbonnier", "eps": 1e-3}``; extra keys (or
+    ``kwargs``) are options of that loss (only charbonnier has one: ``eps``). Unknown names/options raise
+    UserError.
     """
     if isinstance(name, Mapping):
         opts = dict(name)

@@ -124,7 +124,7 @@ def lr_factor(
     step_size_steps: int = 1,
     gamma: float = 0.1,
 ) -> float:
-    """LR multiplier at optimizer step ``step`` (0-based) for the schedule ``name``; used by ``build_scheduler``."""
+    """LR multiplier at optimizer step ``step`` (0-based) for schedule ``name`` (see ``build_scheduler``)."""
     warm = (step + 1) / warmup_steps if step < warmup_steps else 1.0
     if name == "cosine":
         progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
@@ -143,8 +143,9 @@ def build_scheduler(
 ) -> dict[str, Any] | None:
     """Return a Lightning lr-scheduler dict (interval "step") for ``cfg``, or None for no schedule.
 
-    ``total_steps`` is the number of optimizer steps of the whole run (``trainer.estimated_stepping_batches``),
-    ``steps_per_epoch`` the optimizer steps per epoch (converts ``warmup_epochs`` and ``step_size``).
+    ``total_steps`` is the number of optimizer steps of the whole run
+    (``trainer.estimated_stepping_batches``), ``steps_per_epoch`` the optimizer steps per epoch (converts
+    ``warmup_epochs`` and ``step_size``).
     cosine: linear warm-up to the base LR, then cosine decay to ``min_lr_ratio * lr`` at ``total_steps``.
     step: LR multiplied by ``gamma`` every ``step_size`` epochs (after the warm-up, if any).
     """
@@ -166,7 +167,9 @@ def build_scheduler(
     kwargs: dict[str, Any] = {"name": name, "warmup_steps": warmup}
     if name == "cosine":
         if not math.isfinite(total_steps):
-            raise UserError("the cosine scheduler needs a finite run: set trainer.max_epochs or trainer.max_steps")
+            raise UserError(
+                "the cosine scheduler needs a finite run: set trainer.max_epochs or trainer.max_steps"
+            )
         ratio = float(cfg.get("min_lr_ratio", 0.0))
         if not 0.0 <= ratio <= 1.0:
             raise UserError(f"scheduler min_lr_ratio must be in [0, 1], got {ratio}")

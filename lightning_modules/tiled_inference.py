@@ -59,7 +59,9 @@ def denoise_tiled(
     if image.ndim != 3:
         raise UserError(f"denoise_tiled expects one (C, H, W) image, got shape {tuple(image.shape)}")
     if tile < 1 or overlap < 0 or overlap >= tile:
-        raise UserError(f"tiled inference needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise UserError(
+            f"tiled inference needs tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}"
+        )
     _, height, width = image.shape
     if height <= tile and width <= tile:
         return net_fn(image.unsqueeze(0))[0]

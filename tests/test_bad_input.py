@@ -35,7 +35,9 @@ def test_bad_value_for_a_constructor(tmp_path: Path) -> None:
 
 def test_missing_data_folder(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_folder"
-    proc = run_script("train.py", "data=denoise_folder", f"data.root={missing}", "logger=none", cwd=tmp_path, check=False)
+    proc = run_script(
+        "train.py", "data=denoise_folder", f"data.root={missing}", "logger=none", cwd=tmp_path, check=False
+    )
     assert_one_line_error(proc, str(missing))
     metrics = next((tmp_path / "outputs").rglob("metrics.json")).read_text()
     assert '"status": "failed"' in metrics
@@ -51,7 +53,13 @@ def test_unreadable_image_in_data_folder(tmp_path: Path) -> None:
         write_image(folder / f"img{i}.png", data.camera()[i * 40 : i * 40 + 120, :160])
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     proc = run_script(
-        "train.py", "data=denoise_folder", f"data.root={folder}", "logger=none", "debug=fast_dev_run", cwd=tmp_path, check=False
+        "train.py",
+        "data=denoise_folder",
+        f"data.root={folder}",
+        "logger=none",
+        "debug=fast_dev_run",
+        cwd=tmp_path,
+        check=False,
     )
     assert_one_line_error(proc, "broken.png")
 
@@ -73,7 +81,12 @@ def test_checkpoint_of_another_model(foreign_checkpoint: Path, tmp_path: Path) -
 
     write_image(image, np.zeros((8, 8), np.uint8))
     proc = run_script(
-        "denoise.py", f"ckpt_path={foreign_checkpoint}", f"input={image}", f"output={tmp_path / 'o'}", cwd=tmp_path, check=False
+        "denoise.py",
+        f"ckpt_path={foreign_checkpoint}",
+        f"input={image}",
+        f"output={tmp_path / 'o'}",
+        cwd=tmp_path,
+        check=False,
     )
     assert_one_line_error(proc, "classifier", "not a denoiser")
     assert not (tmp_path / "o").exists()
@@ -84,13 +97,20 @@ def test_not_a_checkpoint_and_missing_checkpoint(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a checkpoint")
     proc = run_script("eval.py", f"ckpt_path={junk}", "logger=none", cwd=tmp_path, check=False)
     assert_one_line_error(proc, "cannot read checkpoint", str(junk))
-    proc = run_script("eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", "logger=none", cwd=tmp_path, check=False)
+    proc = run_script(
+        "eval.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", "logger=none", cwd=tmp_path, check=False
+    )
     assert_one_line_error(proc, "does not exist")
 
 
 def test_cifar10_not_available_offline(tmp_path: Path) -> None:
     proc = run_script(
-        "train.py", "data=denoise_cifar10", f"data.root={tmp_path / 'data'}", "data.download=false", "logger=none",
-        cwd=tmp_path, check=False,
+        "train.py",
+        "data=denoise_cifar10",
+        f"data.root={tmp_path / 'data'}",
+        "data.download=false",
+        "logger=none",
+        cwd=tmp_path,
+        check=False,
     )
     assert_one_line_error(proc, "cifar-10-batches-py")

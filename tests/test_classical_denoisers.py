@@ -41,9 +41,10 @@ def test_baseline_raises_psnr_on_colour(name: str) -> None:
     noisy = _noisy(clean, seed=1)
     out = BASELINES[name](noisy, SIGMA)
     assert out.shape == clean.shape
-    assert peak_signal_noise_ratio(clean, out, data_range=1.0) > peak_signal_noise_ratio(
-        clean, noisy, data_range=1.0
-    ) + 5.0
+    assert (
+        peak_signal_noise_ratio(clean, out, data_range=1.0)
+        > peak_signal_noise_ratio(clean, noisy, data_range=1.0) + 5.0
+    )
 
 
 def test_noise_estimate_is_close_to_true_sigma(camera: np.ndarray) -> None:

@@ -64,7 +64,11 @@ def test_cpu_trainers_and_callbacks_and_loggers_instantiate(trainer: str, tmp_pa
     cfg = compose("train", [f"trainer={trainer}", "logger=wandb"], output_dir=tmp_path)
     OmegaConf.update(cfg, "objective", {"metric": "val/psnr", "mode": "max"}, force_add=True)
     callbacks = instantiate_callbacks(cfg.callbacks)
-    assert {type(c).__name__ for c in callbacks} >= {"ModelCheckpoint", "EarlyStopping", "LearningRateMonitor"}
+    assert {type(c).__name__ for c in callbacks} >= {
+        "ModelCheckpoint",
+        "EarlyStopping",
+        "LearningRateMonitor",
+    }
     loggers = instantiate_loggers(cfg.logger)
     assert [type(lg).__name__ for lg in loggers] == ["WandbLogger"]
     trainer_obj = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
@@ -95,7 +99,9 @@ def test_print_config_and_help_do_not_import_torch(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-        heavy = {m for m in imported if m.split(".")[0] in ("torch", "lightning", "wandb", "timm", "torchvision")}
+        heavy = {
+            m for m in imported if m.split(".")[0] in ("torch", "lightning", "wandb", "timm", "torchvision")
+        }
         assert not heavy, f"{args} imported {sorted(heavy)[:5]}"
     help_text = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "--help"],

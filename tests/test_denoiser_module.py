@@ -60,6 +60,16 @@ class CameraPatches(pl.LightningDataModule):
     test_dataloader = val_dataloader
 
 
+class LearningRates(pl.Callback):
+    """Record the learning rate used at every training step."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        self.values.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def _trainer(**kwargs: object) -> pl.Trainer:
     defaults = dict(
         accelerator="cpu",
@@ -96,15 +106,20 @@ def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
     model = DenoiserModule(
         net=OmegaConf.create({"name": "dncnn", "channels": 1, "depth": 5, "width": 16}),
         optimizer=OmegaConf.create({"name": "adam", "lr": 2e-3}),
-        scheduler=OmegaConf.create({"name": "cosine", "warmup_steps": 5, "min_lr_ratio": 0.1}),
+        scheduler=OmegaConf.create({"name": "cosine", "warmup_epochs": 0.5, "min_lr_ratio": 0.1}),
         num_panels=3,
     )
     dm = CameraPatches()
-    trainer = _trainer(max_steps=60, val_check_interval=30, num_sanity_val_steps=1)
+    lrs = LearningRates()
+    # epochs of 30 batches: validation at steps 30 and 60
+    trainer = _trainer(max_steps=60, limit_train_batches=30, num_sanity_val_steps=1, callbacks=[lrs])
     trainer.fit(model, dm)
 
     assert trainer.lr_scheduler_configs[0].interval == "step"
-    assert trainer.optimizers[0].param_groups[0]["lr"] < 2e-3 * 0.2  # cosine decayed towards 0.1 * lr
+    assert len(lrs.values) == 60
+    assert lrs.values.index(max(lrs.values)) == 14  # warm-up of half an epoch = 15 steps
+    assert max(lrs.values) == pytest.approx(2e-3)
+    assert lrs.values[-1] < 2e-3 * 0.15  # cosine decayed towards min_lr_ratio * lr
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the network starts as the identity (psnr == psnr_noisy): training must clearly improve on that
     assert metrics["val/psnr"] > metrics["val/psnr_noisy"] + 2.0, metrics
@@ -123,24 +138,26 @@ def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
     np.testing.assert_array_equal(panel[:, -48:, 1], clean_u8)
     assert "dB" in call["captions"][0]
 
+    assert {m for m in METRICS if m.startswith(("train/", "val/"))} <= set(metrics)
     trainer.validate(model, dm, verbose=False)
+    assert {m for m in METRICS if m.startswith("val/")} <= set(trainer.callback_metrics)
+    assert float(trainer.callback_metrics["val/psnr"]) == pytest.approx(metrics["val/psnr"])  # same weights
     trainer.test(model, dm, verbose=False)
-    for name in METRICS:
-        assert name in trainer.callback_metrics or name == "train/loss", name
-    assert {"val/psnr", "val/psnr_best"} <= set(trainer.logged_metrics) | set(metrics)
-    assert "train/loss" in metrics
-    assert float(trainer.callback_metrics["test/psnr"]) > float(trainer.callback_metrics["test/psnr_noisy"]) + 2
+    assert {m for m in METRICS if m.startswith("test/")} <= set(trainer.callback_metrics)
+    assert (
+        float(trainer.callback_metrics["test/psnr"]) > float(trainer.callback_metrics["test/psnr_noisy"]) + 2
+    )
 
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
     raw = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert raw["hyper_parameters"]["net"] == {"name": "dncnn", "channels": 1, "depth": 5, "width": 16}
     assert type(raw["hyper_parameters"]["scheduler"]) is dict
-    restored = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    restored = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     model.eval()
     x = dm.val_noisy[:2]
     torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
-    assert float(restored.val_psnr_best.max_val) == pytest.approx(metrics["val/psnr_best"])
+    assert float(restored.val_psnr_best.max_value) == pytest.approx(metrics["val/psnr_best"])
 
 
 def test_predict_and_denoise_clamp_to_unit_range() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -49,7 +50,9 @@ def test_bad_losses_are_user_errors(name: str, kwargs: dict, match: str) -> None
 
 
 def _model() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4), nn.Linear(4, 2))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4), nn.Linear(4, 2)
+    )
 
 
 def test_no_weight_decay_on_biases_and_norm_weights() -> None:
@@ -124,9 +127,9 @@ def test_cosine_with_warmup_goes_up_then_down_to_min() -> None:
     peak = lrs.index(max(lrs))
     assert peak == 9  # 2 epochs x 5 steps of linear warm-up
     assert lrs[0] == pytest.approx(0.1 / 10)
-    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1], strict=True))
+    assert all(a < b for a, b in itertools.pairwise(lrs[: peak + 1]))
     assert max(lrs) == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[peak:]))
     assert lrs[-1] == pytest.approx(0.1 * 0.05, rel=0.05)
     assert lrs[(peak + 100) // 2] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5), rel=0.05)  # half-way point
 

@@ -65,7 +65,9 @@ def test_dncnn_residual_predicts_noise() -> None:
 
 def test_dncnn_without_residual_predicts_the_image_directly() -> None:
     torch.manual_seed(0)
-    net = build_denoiser_net({"name": "dncnn", "channels": 3, "depth": 3, "width": 8, "residual": False}).eval()
+    net = build_denoiser_net(
+        {"name": "dncnn", "channels": 3, "depth": 3, "width": 8, "residual": False}
+    ).eval()
     torch.nn.init.zeros_(net.last_conv.weight)
     torch.nn.init.zeros_(net.last_conv.bias)
     assert torch.count_nonzero(net(torch.rand(1, 3, 9, 9))) == 0

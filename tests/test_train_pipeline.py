@@ -12,7 +12,13 @@ from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import FAST_DENOISE, run_script, single_run_dir
 
 # A few hundred optimiser steps of a small DnCNN: enough to beat the noisy input clearly.
-TRAIN = [*FAST_DENOISE, "trainer.max_epochs=3", "data.patches_per_epoch=1536", "data.batch_size=16", "tags=[pytest]"]
+TRAIN = [
+    *FAST_DENOISE,
+    "trainer.max_epochs=3",
+    "data.patches_per_epoch=1536",
+    "data.batch_size=16",
+    "tags=[pytest]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_run_directory_is_complete(trained: dict) -> None:
     run_dir, metrics = trained["run_dir"], trained["metrics"]
     assert metrics["status"] == "completed" and metrics["error"] is None
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (
+        run_dir / ".hydra" / "overrides.yaml"
+    ).is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert Path(metrics["best_checkpoint"]).is_file()
     assert metrics["objective"]["metric"] == "val/psnr" and metrics["objective"]["mode"] == "max"
@@ -105,7 +113,15 @@ def test_denoise_script_keeps_names_depth_and_channels(trained: dict, tmp_path: 
     write_image(inputs / "rgb16.tif", rgb16)
     out = tmp_path / "out"
     ckpt = trained["metrics"]["best_checkpoint"]
-    run_script("denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={out}", "tile=128", "overlap=16", cwd=tmp_path)
+    run_script(
+        "denoise.py",
+        f"ckpt_path={ckpt}",
+        f"input={inputs}",
+        f"output={out}",
+        "tile=128",
+        "overlap=16",
+        cwd=tmp_path,
+    )
     gray8, gray16, color16 = (read_image(out / n) for n in ("gray8.png", "deep/gray16.png", "rgb16.tif"))
     assert gray8.dtype == np.uint8 and gray8.shape == clean8.shape
     assert gray16.dtype == np.uint16 and gray16.shape == clean16.shape
@@ -113,7 +129,11 @@ def test_denoise_script_keeps_names_depth_and_channels(trained: dict, tmp_path: 
     assert _psnr(gray8, clean8, 255) > _psnr(noisy8, clean8, 255) + 3
     assert _psnr(gray16, clean16, 65535) > _psnr(noisy16, clean16, 65535) + 3
     # refuses to write over its inputs, and over existing results unless asked
-    refused = run_script("denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={inputs}", cwd=tmp_path, check=False)
+    refused = run_script(
+        "denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={inputs}", cwd=tmp_path, check=False
+    )
     assert refused.returncode == 2 and "overwrite the input" in refused.stderr
-    again = run_script("denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={out}", cwd=tmp_path, check=False)
+    again = run_script(
+        "denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={out}", cwd=tmp_path, check=False
+    )
     assert again.returncode == 2 and "already exists" in again.stderr

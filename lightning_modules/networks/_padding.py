@@ -10,7 +10,8 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Pad a (B, C, H, W) batch on the bottom/right so H and W are multiples of ``multiple``.
 
     Uses reflect padding (no artificial edges); falls back to replicate padding when the image is too small
-    for reflection (reflect needs pad < size). Returns the padded batch and the original (H, W) for ``crop_to``.
+    for reflection (reflect needs pad < size). Returns the padded batch and the original (H, W) for
+    ``crop_to``.
     """
     h, w = x.shape[-2:]
     pad_h = (-h) % multiple

@@ -1,4 +1,4 @@
-"""DnCNN (Zhang et al., 2017): a plain stack of 3x3 convs, optionally predicting the noise (residual learning)."""
+"""DnCNN (Zhang et al., 2017): a plain stack of 3x3 convs, optionally predicting the noise (residual)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ class DnCNN(nn.Module):
     """DnCNN denoiser: conv-ReLU, (depth - 2) x conv-[BN]-ReLU, conv.
 
     With ``residual=True`` the last conv predicts the noise and the output is ``x - noise``; that last conv
-    starts at zero, so the untrained net is the identity. Otherwise it predicts the clean image directly. The net is fully convolutional
+    starts at zero, so the untrained net is the identity (training starts at the noisy input's PSNR and
+    converges much faster). Otherwise it predicts the clean image directly. The net is fully convolutional
     with stride 1, so any H x W works unchanged. DnCNN-S is depth 17, width 64.
     """
 

@@ -1,4 +1,4 @@
-"""Build a denoising network from a plain config dict such as ``{"name": "dncnn", "channels": 1, "depth": 10}``."""
+"""Build a denoising network from a config dict such as ``{"name": "dncnn", "channels": 1, "depth": 10}``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def build_denoiser_net(cfg: Mapping[str, Any]) -> nn.Module:
     name = kwargs.pop("name", None)
     if name not in DENOISER_NETS:
         raise UserError(
-            f"unknown network name {name!r} in model.net.name; valid names: {', '.join(sorted(DENOISER_NETS))}"
+            f"unknown network name {name!r} in model.net.name; "
+            f"valid names: {', '.join(sorted(DENOISER_NETS))}"
         )
     allowed = valid_kwargs(name)
     unknown = sorted(set(kwargs) - set(allowed))
@@ -58,7 +59,9 @@ def build_denoiser_net(cfg: Mapping[str, Any]) -> nn.Module:
         )
     channels = kwargs.get("channels", 1)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise UserError(f"model.net.channels must be a positive int (1 = grayscale, 3 = colour), got {channels!r}")
+        raise UserError(
+            f"model.net.channels must be a positive int (1 = grayscale, 3 = colour), got {channels!r}"
+        )
     try:
         return DENOISER_NETS[name](**kwargs)
     except (ValueError, TypeError) as exc:

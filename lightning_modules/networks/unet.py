@@ -24,7 +24,8 @@ class UNet(nn.Module):
 
     Encoder stage ``i`` has ``base_width * 2**i`` channels; ``levels`` max-poolings (stride ``2**levels``),
     transposed-conv upsampling and concatenated skips. With ``residual=True`` the net predicts the noise and
-    returns ``x - noise``. Any H x W is accepted (reflect-padded to a multiple of ``2**levels``, then cropped).
+    returns ``x - noise``. Any H x W is accepted (reflect-padded to a multiple of ``2**levels``, then
+    cropped back).
     """
 
     def __init__(

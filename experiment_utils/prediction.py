@@ -1,0 +1,100 @@
+"""The predict task: top-k classes (with names) for the user's image files, from a classifier checkpoint alone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiment_utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def list_inputs(input_path: Path) -> tuple[list[Path], Path]:
+    """The image files to classify and the folder their printed names are relative to."""
+    from datamodules.image_io import IMAGE_EXTENSIONS, list_images
+
+    if input_path.is_file():
+        if input_path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(f"{input_path} is not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return [input_path], input_path.parent
+    if input_path.is_dir():
+        return list_images(input_path), input_path
+    raise UserError(f"input={input_path} does not exist: give an image file or a folder of images")
+
+
+def eval_transform(preprocess: dict[str, Any]) -> Any:
+    """The eval transform a checkpoint was tested with (resize to its input size, centre crop, normalise)."""
+    from datamodules.classification_transforms import build_transform
+
+    return build_transform(
+        False,
+        size=tuple(int(v) for v in preprocess["image_size"]),
+        native=None,
+        augment="none",
+        strong_policy="randaugment",
+        random_erasing=0.0,
+        mean=preprocess["mean"],
+        std=preprocess["std"],
+        interpolation=preprocess.get("interpolation", "bilinear"),
+        crop_pct=float(preprocess.get("crop_pct", 1.0)),
+    )
+
+
+def predict_files(cfg: DictConfig) -> dict[str, Any]:
+    """Classify every image under ``cfg.input`` with ``cfg.ckpt_path``; print (and optionally save) the top-k."""
+    import torch
+
+    from datamodules.classification_transforms import to_uint8_chw
+    from datamodules.image_io import read_image
+    from experiment_utils.atomic import atomic_write_text
+    from experiment_utils.inference import pick_device
+    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+
+    checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path, expected_kind="classifier")
+    files, base = list_inputs(Path(str(cfg.input)).expanduser())
+    top_k = cfg.get("top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UserError(f"top_k must be an integer >= 1, got {top_k!r}")
+    batch_size = cfg.get("batch_size", 32)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    device = pick_device(str(cfg.get("device", "auto")))
+    module = build_module_from_checkpoint(checkpoint, run_cfg)
+    preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
+    if not preprocess:
+        raise UserError(f"{cfg.ckpt_path} does not record its preprocessing: use a checkpoint written by scripts/train.py")
+    names = list(module.class_names or [])
+    if cfg.get("save_adapter"):
+        folder = module.save_adapter(str(cfg.save_adapter))
+        print(f"LoRA adapters and head saved to {folder}")
+    if cfg.get("merge_lora", True):
+        module.merge_adapters()
+    module.to(device).eval()
+    transform = eval_transform(preprocess)
+    channels = int(preprocess.get("channels", 3))
+    k = min(top_k, len(names))
+    rows: list[tuple[str, list[tuple[str, float]]]] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        batch = torch.stack([transform(to_uint8_chw(read_image(f), channels)) for f in chunk]).to(device)
+        probs = module.predict_proba(batch).cpu()
+        values, indices = probs.topk(k, dim=-1)
+        for file, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+            top = [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
+            rows.append((file.relative_to(base).as_posix(), top))
+            print(f"{rows[-1][0]}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    if cfg.get("output"):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["file", *[f"{what}{i + 1}" for i in range(k) for what in ("class", "prob")]])
+        for file, top in rows:
+            writer.writerow([file, *[x for name, p in top for x in (name, f"{p:.6f}")]])
+        atomic_write_text(Path(str(cfg.output)).expanduser(), buffer.getvalue())
+        print(f"predictions written to {cfg.output}")
+    return {"metrics": {"images": len(rows)}, "predictions": rows}

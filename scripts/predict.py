@@ -1,0 +1,23 @@
+"""Classify image files with a trained checkpoint: ``python scripts/predict.py ckpt_path=... input=FILE_OR_DIR``.
+
+Prints the top-k classes with their names and probabilities for each image; the class names and the
+preprocessing travel inside the checkpoint, so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Run the predict task on ``cfg.input``."""
+    from experiment_utils.prediction import predict_files
+    from experiment_utils.task import run_task
+
+    run_task(predict_files, cfg)
+
+
+if __name__ == "__main__":
+    main()

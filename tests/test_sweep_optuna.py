@@ -1,0 +1,263 @@
+"""Optuna search (hparams_search=*): a failing trial does not stop it, a stored study continues, pruning works."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from omegaconf import OmegaConf, open_dict, read_write
+
+from experiment_utils.errors import UserError
+from experiment_utils.optuna_search import check_sweeper_direction, sqlite_storage
+from tests.conftest import FAST_DENOISE, compose, run_script
+
+TINY = [
+    *(o for o in FAST_DENOISE if not o.startswith("logger=")),
+    "logger=csv",
+    "trainer.max_epochs=1",
+    "data.patches_per_epoch=64",
+    "data.eval_crop=64",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_hydra_config():
+    """Tests here put Hydra into multirun mode; give the next test the Hydra state it had before."""
+    from hydra.core.hydra_config import HydraConfig
+
+    saved = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = saved
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def _load_study(db: Path, name: str = "denoiser_optuna"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=sqlite_storage(str(db)))
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("optuna")
+    # width = job number: trial 0 gets width 0, which the network rejects -> that trial fails
+    proc = run_script(
+        "train.py",
+        "-m",
+        "hparams_search=denoiser_optuna",
+        "hydra.sweeper.n_trials=3",
+        *TINY,
+        "model.net.width=${hydra:job.num}",
+        cwd=root,
+    )
+    sweep = next((root / "outputs" / "train" / "multiruns").iterdir())
+    return {"root": root, "sweep": sweep, "stdout": proc.stdout + proc.stderr}
+
+
+@pytest.mark.slow
+def test_search_survives_a_failing_trial_and_reports_the_best_of_the_others(search: dict) -> None:
+    sweep = search["sweep"]
+    jobs = _jobs(sweep)
+    assert [j.name for j in jobs] == ["0", "1", "2"]
+    failed = _metrics(jobs[0])
+    assert failed["status"] == "failed" and "width must be >= 1" in failed["error"]
+    done = {j.name: _metrics(j) for j in jobs[1:]}
+    assert all(m["status"] == "completed" for m in done.values())
+    best_job = max(done, key=lambda n: done[n]["objective"]["best"])
+
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(done[best_job]["objective"]["best"])
+    overrides = yaml.safe_load((sweep / best_job / ".hydra" / "overrides.yaml").read_text())
+    for name, value in results["best_params"].items():
+        assert f"{name}={value}" in overrides
+
+    study = _load_study(sweep / "optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    for trial in study.trials[1:]:
+        job = done[str(trial.number)]
+        assert trial.value == pytest.approx(job["objective"]["best"])
+        assert job["metrics"]["optuna/trial_number"] == trial.number  # the job found its own trial ...
+        assert trial.intermediate_values == {0: pytest.approx(job["metrics"]["val/psnr"])}  # ... and reported
+        assert trial.user_attrs["output_dir"] == str(
+            sweep / str(trial.number)
+        )  # in a fresh study trial k = job k
+
+
+@pytest.mark.slow
+def test_continued_study_picks_up_the_stored_trials(search: dict) -> None:
+    db = search["sweep"] / "optuna.db"
+    before = _load_study(db)
+    best_before = before.best_value
+    proc = run_script(
+        "train.py",
+        "-m",
+        "hparams_search=denoiser_optuna",
+        "hydra.sweeper.n_trials=1",
+        *TINY,
+        "model.net.width=4",
+        f"hydra.sweeper.storage.path={db}",
+        cwd=search["root"],
+    )
+    assert "Using an existing study" in proc.stdout + proc.stderr
+    sweeps = sorted((search["root"] / "outputs" / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 2 and not (sweeps[1] / "optuna.db").exists()
+    new_job = _metrics(sweeps[1] / "0")
+    assert new_job["status"] == "completed"
+    assert new_job["metrics"]["optuna/trial_number"] == 3  # numbering continues after the 3 stored trials
+    after = _load_study(db)
+    assert [t.state.name for t in after.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    results = yaml.safe_load((sweeps[1] / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(best_before, new_job["objective"]["best"]))
+
+
+def test_sqlite_storage_creates_its_folder_and_reopens_the_study(tmp_path: Path) -> None:
+    import optuna
+
+    db = tmp_path / "not" / "yet" / "there" / "study.db"
+    study = optuna.create_study(study_name="s", storage=sqlite_storage(str(db)), direction="maximize")
+    for value in (1.0, 3.0):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, value)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    again = optuna.create_study(
+        study_name="s", storage=sqlite_storage(f"sqlite:///{db}"), direction="maximize", load_if_exists=True
+    )
+    assert [t.state.name for t in again.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert again.best_value == 3.0
+
+
+def _as_multirun(cfg, overrides: list[str] | None = None) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        if overrides is not None:
+            cfg.hydra.overrides.task = overrides
+    HydraConfig.instance().set_config(cfg)
+
+
+def test_run_task_returns_none_for_failed_and_nan_jobs_in_a_multirun(tmp_path: Path) -> None:
+    from experiment_utils.task import run_task
+
+    cfg = compose("train", ["logger=none"], output_dir=tmp_path)
+    _as_multirun(cfg)
+
+    def boom(_cfg):
+        raise RuntimeError("diverged")
+
+    def objective(value: float):
+        return lambda _cfg: {"objective": {"metric": "val/psnr", "mode": "max", "best": value}, "metrics": {}}
+
+    assert run_task(boom, cfg) is None  # the Optuna sweeper records None as FAILED and goes on
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: diverged"
+    assert record["started_at"] <= record["finished_at"] and record["pid"] > 0
+    assert run_task(objective(math.nan), cfg) is None  # a NaN return would abort the whole study
+    assert run_task(objective(math.inf), cfg) is None
+    assert run_task(objective(21.5), cfg) == 21.5
+
+
+def test_sweeper_direction_must_match_the_objective_mode(tmp_path: Path) -> None:
+    cfg = compose("train", ["hparams_search=denoiser_optuna"], output_dir=tmp_path)
+    assert cfg.objective.mode == "max" and str(cfg.hydra.sweeper.direction) == "maximize"
+    check_sweeper_direction("max")  # no multirun yet: nothing to check
+    _as_multirun(cfg)
+    check_sweeper_direction("max")
+    with pytest.raises(UserError, match=r"hydra\.sweeper\.direction=minimize"):
+        check_sweeper_direction("min")
+
+
+@pytest.mark.parametrize("choice", [["model=classifier", "data=digits"], ["experiment=digits_small_cnn"]])
+def test_classifier_search_space_composes(choice: list[str], tmp_path: Path) -> None:
+    cfg = compose("train", [*choice, "hparams_search=classifier_optuna"], output_dir=tmp_path)
+    params = dict(cfg.hydra.sweeper.params)
+    assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.finetune.rank"}
+    for key in params:  # every searched key exists in the composed classifier config
+        assert OmegaConf.select(cfg, key) is not None, f"{key} is not in the classifier config"
+    assert cfg.model.finetune.strategy == "lora"
+    assert cfg.objective.metric == "val/acc" and str(cfg.hydra.sweeper.direction) == "maximize"
+    if choice[0].startswith("experiment="):  # an experiment keeps its own model
+        assert cfg.model.backbone == "small_cnn"
+
+
+def _fake_trainer(value: float, epoch: int = 0) -> SimpleNamespace:
+    import torch
+
+    return SimpleNamespace(
+        is_global_zero=True,
+        sanity_checking=False,
+        current_epoch=epoch,
+        callback_metrics={"val/psnr": torch.tensor(value)},
+        strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj),
+        should_stop=False,
+    )
+
+
+def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Path) -> None:
+    import optuna
+
+    from experiment_utils.optuna_pruning import OptunaPruning
+
+    db = tmp_path / "study.db"
+    study = optuna.create_study(
+        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
+    )
+    for value in (30.0, 31.0):  # two finished trials that reached ~30 dB after epoch 0
+        trial = study.ask()
+        trial.suggest_float("model.optimizer.lr", 1e-4, 1e-2, log=True)
+        trial.report(value, 0)
+        study.tell(trial, value)
+    ahead, behind = study.ask(), study.ask()
+    for trial in (ahead, behind):
+        trial.suggest_float("model.optimizer.lr", 1e-4, 1e-2, log=True)
+
+    outcomes = {}
+    for trial, value in ((ahead, 32.0), (behind, 20.0)):
+        overrides = [f"{k}={v}" for k, v in trial.params.items()] + ["hparams_search=denoiser_optuna"]
+        job_dir = tmp_path / str(trial.number)
+        job_cfg = compose(
+            "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], job_dir
+        )
+        _as_multirun(job_cfg, overrides)
+        callback = OptunaPruning("val/psnr", percentile=50.0, n_startup_trials=1, n_warmup_steps=0)
+        trainer = _fake_trainer(value)
+        callback.setup(trainer, None, "fit")
+        assert callback.trial is not None and callback.trial.number == trial.number
+        callback.on_validation_end(trainer, None)
+        outcomes[trial.number] = (trainer.should_stop, callback.result_metrics())
+
+    assert outcomes[ahead.number] == (False, {"optuna/trial_number": float(ahead.number)})
+    stopped, metrics = outcomes[behind.number]
+    assert stopped and metrics["optuna/pruned_at_epoch"] == 0.0
+    stored = optuna.load_study(study_name="denoiser_optuna", storage=sqlite_storage(str(db))).trials[
+        behind.number
+    ]
+    assert stored.intermediate_values == {0: 20.0} and stored.user_attrs["pruned_at_epoch"] == 0
+    assert stored.user_attrs["output_dir"] == os.path.abspath(tmp_path / str(behind.number))
+
+
+def test_pruning_callback_does_nothing_outside_an_optuna_sweep(tmp_path: Path) -> None:
+    from experiment_utils.optuna_pruning import OptunaPruning
+
+    compose("train", ["hparams_search=denoiser_optuna"], output_dir=tmp_path)  # a single run, not -m
+    callback = OptunaPruning("val/psnr", n_startup_trials=0, n_warmup_steps=0)
+    trainer = _fake_trainer(-100.0)
+    callback.setup(trainer, None, "fit")
+    callback.on_validation_end(trainer, None)
+    assert callback.trial is None and not trainer.should_stop and callback.result_metrics() == {}
