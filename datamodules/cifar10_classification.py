@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.classification import ClassificationDataModule, SplitData, _check_int, stratified_split, subset
+from datamodules.classification import (
+    ClassificationDataModule,
+    SplitData,
+    _check_int,
+    stratified_split,
+    subset,
+)
 
 
 def _balanced_cap(split: SplitData, cap: int | None, seed: int) -> SplitData:
@@ -67,12 +73,20 @@ class CIFAR10ClassificationDataModule(ClassificationDataModule):
         train_images, train_labels, names = read_cifar10(self.root, train=True, download=self.download)
         test_images, test_labels, _ = read_cifar10(self.root, train=False, download=self.download)
         self.class_names = list(names)
-        pool = _balanced_cap(SplitData(train_images, train_labels, {(32, 32)}), self.max_train_images, self.split_seed)
+        pool = _balanced_cap(
+            SplitData(train_images, train_labels, {(32, 32)}), self.max_train_images, self.split_seed
+        )
         if self.val_size >= len(pool):
-            raise UserError(f"data.val_size={self.val_size} leaves no training images out of {len(pool)}; lower it")
+            raise UserError(
+                f"data.val_size={self.val_size} leaves no training images out of {len(pool)}; lower it"
+            )
         kept, taken = stratified_split(pool.labels, self.val_size / len(pool), self.split_seed)
-        test = _balanced_cap(SplitData(test_images, test_labels, {(32, 32)}), self.max_test_images, self.split_seed)
+        test = _balanced_cap(
+            SplitData(test_images, test_labels, {(32, 32)}), self.max_test_images, self.split_seed
+        )
         for split in (pool, test):
             if len(split) and int(np.max(split.labels)) >= len(names):
-                raise UserError(f"CIFAR-10 labels go up to {int(np.max(split.labels))} but there are {len(names)} class names")
+                raise UserError(
+                    f"CIFAR-10 labels go up to {int(np.max(split.labels))} but there are {len(names)} class names"
+                )
         return {"train": subset(pool, kept), "val": subset(pool, taken), "test": test}

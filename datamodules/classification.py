@@ -61,7 +61,9 @@ class SplitData:
 class ClassificationImages(Dataset):
     """``(transform(image), label)`` pairs of one split; files are read on access with ``image_io``."""
 
-    def __init__(self, split: SplitData, channels: int, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, split: SplitData, channels: int, transform: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         self.split = split
         self.channels = channels
         self.transform = transform
@@ -99,7 +101,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 def subset(split: SplitData, indices: np.ndarray) -> SplitData:
     """The images of ``split`` at ``indices`` (sorted)."""
-    images = split.images[indices] if isinstance(split.images, np.ndarray) else [split.images[i] for i in indices]
+    images = (
+        split.images[indices] if isinstance(split.images, np.ndarray) else [split.images[i] for i in indices]
+    )
     return SplitData(images, split.labels[indices], set(split.sizes))
 
 
@@ -107,7 +111,9 @@ def _check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(f"data.{key} must be an integer >= {low}{' or null' if allow_none else ''}, got {value!r}")
+        raise UserError(
+            f"data.{key} must be an integer >= {low}{' or null' if allow_none else ''}, got {value!r}"
+        )
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -147,7 +153,11 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise UserError(f"data.channels must be 1 (gray) or 3 (RGB), got {channels!r}")
         if (mean is None) != (std is None):
             raise UserError("set both data.mean and data.std (or neither: the backbone's values are used)")
-        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
             _check_int(key, value, low)
         if mixup:
             self._check_mixup(dict(mixup), batch_size)
@@ -177,7 +187,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         try:
             Mixup(**{**cfg, "num_classes": 2, "label_smoothing": 0.0})
         except (TypeError, ValueError, AssertionError) as exc:
-            raise UserError(f"data.mixup has a bad option ({exc}); see timm.data.Mixup for its keys") from None
+            raise UserError(
+                f"data.mixup has a bad option ({exc}); see timm.data.Mixup for its keys"
+            ) from None
         if batch_size % 2:
             raise UserError(f"data.mixup needs an even data.batch_size, got {batch_size}")
 
@@ -206,7 +218,9 @@ class ClassificationDataModule(pl.LightningDataModule):
             return native
         if self.image_size == "backbone":
             if self.model_data_config is None:
-                raise UserError("data.image_size=backbone needs the model's data config: use it with a ClassifierModule")
+                raise UserError(
+                    "data.image_size=backbone needs the model's data config: use it with a ClassifierModule"
+                )
             height, width = self.model_data_config["input_size"][-2:]
             return int(height), int(width)
         return int(self.image_size), int(self.image_size)
@@ -252,9 +266,19 @@ class ClassificationDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits once (later calls return immediately) and check them."""
-        if self.splits:
-            return
+        """Load the splits once and check them; then tell the model about the data (``bind_data``).
+
+        Lightning sets up the datamodule before the callbacks and the LightningModule, so a model that sizes
+        its head from the classes (``ClassifierModule.bind_data``) is complete before any callback sees it.
+        """
+        if not self.splits:
+            self._load_and_check()
+        trainer = self.trainer
+        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        if module is not None and callable(getattr(module, "bind_data", None)):
+            module.bind_data(self, str(getattr(stage, "value", stage)))
+
+    def _load_and_check(self) -> None:
         splits = self._load_splits()
         for split in SPLITS:
             if split not in splits or len(splits[split]) == 0:
@@ -274,7 +298,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self.splits:
-            self.setup()
+            self._load_and_check()
         dataset = ClassificationImages(self.splits[split], self.channels, self.transform(train))
         batch_size = self.batch_size if train else self.eval_batch_size
         return DataLoader(

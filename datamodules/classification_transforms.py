@@ -54,11 +54,13 @@ def to_uint8_chw(array: np.ndarray, channels: int) -> torch.Tensor:
     if x.ndim == 3 and x.shape[-1] == 1:
         x = x[..., 0]
     if channels == 1 and x.ndim == 3:
-        x = (x[..., :3].astype(np.float32) @ np.asarray(_LUMA, np.float32) + 0.5).clip(0, 255).astype(np.uint8)
-    if x.ndim == 2:
-        x = x[None] if channels == 1 else np.repeat(x[None], 3, axis=0)
-    else:
-        x = x.transpose(2, 0, 1)
+        x = (
+            (x[..., :3].astype(np.float32) @ np.asarray(_LUMA, np.float32) + 0.5)
+            .clip(0, 255)
+            .astype(np.uint8)
+        )
+    planes = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+    x = np.repeat(planes, 3, axis=0) if planes.shape[0] == 1 and channels == 3 else planes
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
@@ -91,13 +93,18 @@ def build_transform(
     """The train (``train=True``, with the ``augment`` preset) or eval transform for uint8 (C, H, W) tensors."""
     from torchvision.transforms import v2
 
-    mode = v2.InterpolationMode(interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear")
+    mode = v2.InterpolationMode(
+        interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+    )
     resize = native is None or tuple(native) != tuple(size)
     steps: list[Any] = []
     augment = augment if train else "none"
     if augment == "none":
         if resize:
-            steps += [v2.Resize(round(min(size) / crop_pct), interpolation=mode, antialias=True), v2.CenterCrop(size)]
+            steps += [
+                v2.Resize(round(min(size) / crop_pct), interpolation=mode, antialias=True),
+                v2.CenterCrop(size),
+            ]
     else:
         if resize:
             steps.append(v2.Resize(min(size), interpolation=mode, antialias=True))
@@ -105,7 +112,11 @@ def build_transform(
         if hflip:
             steps.append(v2.RandomHorizontalFlip())
         if augment == "strong":
-            steps.append(v2.RandAugment(num_ops=2, magnitude=9) if strong_policy == "randaugment" else v2.TrivialAugmentWide())
+            steps.append(
+                v2.RandAugment(num_ops=2, magnitude=9)
+                if strong_policy == "randaugment"
+                else v2.TrivialAugmentWide()
+            )
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if augment == "strong" and random_erasing > 0:
         steps.append(v2.RandomErasing(p=random_erasing, value=0))

@@ -60,19 +60,33 @@ def resolve_device(device: str, trainer: Any | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class PassCounter:
+    """Numbers the passes over a data module's training data whose epoch nobody set (plain iteration)."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __call__(self) -> int:
+        self.passes += 1
+        return self.passes - 1
+
+
 class DeviceBatches:
     """An iterable of ``length`` batches made on the device by ``make_batch(epoch, step)``.
 
     Each iteration is one epoch: the one Lightning sets through ``sampler.set_epoch`` (this object is its own
-    ``sampler`` for that purpose), or, when nobody sets it, the next epoch number.
+    ``sampler`` for that purpose), or, when nobody sets it, the next number of ``next_pass`` (shared by all
+    loaders of a data module, so every plain iteration gets fresh batches).
     """
 
-    def __init__(self, make_batch: Callable[[int, int], Batch], length: int) -> None:
+    def __init__(
+        self, make_batch: Callable[[int, int], Batch], length: int, next_pass: Callable[[], int] | None = None
+    ) -> None:
         self.make_batch = make_batch
         self.length = length
         self.epoch = 0
         self._epoch_set = False
-        self._passes = 0
+        self._next_pass = next_pass or PassCounter()
 
     @property
     def sampler(self) -> DeviceBatches:
@@ -88,8 +102,7 @@ class DeviceBatches:
         return self.length
 
     def __iter__(self) -> Iterator[Batch]:
-        epoch = self.epoch if self._epoch_set else self._passes
-        self._passes += 1
+        epoch = self.epoch if self._epoch_set else self._next_pass()
         for step in range(self.length):
             yield self.make_batch(epoch, step)
 
@@ -238,6 +251,7 @@ class GPUResidentDenoisingDataModule(DenoisingDataModule):
         self.device_option = device
         self.store: DeviceImageStore | None = None
         self.paired = False
+        self._passes = PassCounter()
         self._eval_cache: dict[tuple[str, int, int, str], EvalBatches] = {}
 
     def _device(self) -> torch.device:
@@ -287,7 +301,7 @@ class GPUResidentDenoisingDataModule(DenoisingDataModule):
         def make(epoch: int, step: int) -> Batch:
             return self.make_train_batch(epoch, step, self.batch_size if step < steps - 1 else last, rank)
 
-        return DeviceBatches(make, steps)
+        return DeviceBatches(make, steps, self._passes)
 
     def _eval_batches(self, split: str) -> EvalBatches:
         if not self.datasets:
@@ -372,6 +386,7 @@ class GPUResidentCIFAR10ClassificationDataModule(CIFAR10ClassificationDataModule
             self.data_seed = int(torch.randint(0, 2**62, ()).item())
         self._device_splits: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._perm: tuple[int, torch.Tensor] | None = None
+        self._passes = PassCounter()
 
     def _device(self) -> torch.device:
         return resolve_device(self.device_option, attached_trainer(self))
@@ -452,7 +467,9 @@ class GPUResidentCIFAR10ClassificationDataModule(CIFAR10ClassificationDataModule
             raise UserError(
                 f"{per_rank} training images per process are fewer than data.batch_size={self.batch_size}"
             )
-        return DeviceBatches(lambda epoch, step: self.make_train_batch(epoch, step, rank, world), steps)
+        return DeviceBatches(
+            lambda epoch, step: self.make_train_batch(epoch, step, rank, world), steps, self._passes
+        )
 
     def _eval(self, split: str) -> EvalBatches:
         rank, world = rank_and_world(attached_trainer(self))

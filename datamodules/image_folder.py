@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.classification import ClassificationDataModule, SplitData, _check_int, stratified_split, subset
+from datamodules.classification import (
+    ClassificationDataModule,
+    SplitData,
+    _check_int,
+    stratified_split,
+    subset,
+)
 from experiment_utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,9 @@ def scan_class_folders(folder: Path) -> dict[str, list[Path]]:
         raise UserError(f"image folder {folder} does not exist; point data.root at your images")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise UserError(f"{folder} has no class sub-folders: put the images of each class in {folder}/<class name>/")
+        raise UserError(
+            f"{folder} has no class sub-folders: put the images of each class in {folder}/<class name>/"
+        )
     found = {}
     for class_dir in classes:
         try:
@@ -86,7 +94,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         if not 0.0 < float(val_fraction) < 1.0:
             raise UserError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         if not 0.0 <= float(test_fraction) < 1.0 or float(val_fraction) + float(test_fraction) >= 1.0:
-            raise UserError(f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}")
+            raise UserError(
+                f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}"
+            )
         _check_int("split_seed", split_seed, 0)
         self.root = str(root)
         self.val_fraction = float(val_fraction)
@@ -98,7 +108,9 @@ class ImageFolderDataModule(ClassificationDataModule):
     def _split_data(self, files_by_class: dict[str, list[Path]]) -> SplitData:
         index = {name: i for i, name in enumerate(self.class_names)}
         files = [f for name in files_by_class for f in files_by_class[name]]
-        labels = np.asarray([index[name] for name in files_by_class for _ in files_by_class[name]], dtype=np.int64)
+        labels = np.asarray(
+            [index[name] for name in files_by_class for _ in files_by_class[name]], dtype=np.int64
+        )
         sizes = {image_size(f) for f in files} if self.check_files else set()
         return SplitData(files, labels, sizes)
 
@@ -126,10 +138,14 @@ class ImageFolderDataModule(ClassificationDataModule):
                 continue
             unknown = sorted(set(named[split]) - set(train))
             if unknown:
-                raise UserError(f"class {unknown[0]!r} of {root / split} has no folder in {root / 'train'}: add it there or remove it")
+                raise UserError(
+                    f"class {unknown[0]!r} of {root / split} has no folder in {root / 'train'}: add it there or remove it"
+                )
         missing = sorted(set(train) - set(named["val"]))
         if missing:
-            raise UserError(f"class {missing[0]!r} has no images in {root / 'val'}: add {root / 'val' / missing[0]}/ with a few images")
+            raise UserError(
+                f"class {missing[0]!r} has no images in {root / 'val'}: add {root / 'val' / missing[0]}/ with a few images"
+            )
         splits = {split: self._split_data(files) for split, files in named.items()}
         if "test" not in splits:
             log.warning("no %s folder: the val images are also used as the test set", root / "test")

@@ -28,7 +28,7 @@ _env_before_job: dict[str, str | None] | None = None
 
 
 def hydra_job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
-    """Command and cwd that start DDP rank ``local_rank`` of the current Hydra job (single run or sweep job)."""
+    """Command and cwd that start DDP rank ``local_rank`` of the current Hydra job (single run or sweep)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from hydra.utils import get_original_cwd, to_absolute_path

@@ -1,4 +1,4 @@
-"""Hydra callbacks (``hydra.callbacks`` in conf/hydra/default.yaml) that make sweeps work; kept light (imported by Hydra)."""
+"""Hydra callbacks that make sweeps work (``hydra.callbacks`` in conf/hydra/default.yaml); light imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Lightning callback that prunes hopeless Optuna trials from their validation curve (conf/callbacks/optuna_pruning.yaml)."""
+"""Lightning callback that stops hopeless Optuna trials early (conf/callbacks/optuna_pruning.yaml)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ log = logging.getLogger(__name__)
 class OptunaPruning(pl.Callback):
     """Report ``monitor`` to the job's running Optuna trial after each validation; stop the job when pruned.
 
-    The trial is found through the sweeper's study storage (:func:`experiment_utils.optuna_search.find_running_trial`),
-    so this works in the sweeper's process and in launcher processes alike. The step reported is the epoch.
-    A pruned job stops like early stopping does: it still tests its best checkpoint and returns its best value,
-    which the sweeper records as the trial's (COMPLETE) value; ``optuna/pruned_at_epoch`` in the job's
-    metrics.json and the trial's user attribute ``pruned_at_epoch`` say that it was cut short. Rank zero decides
-    and broadcasts the decision, so all DDP ranks stop together. Outside an Optuna sweep it does nothing.
+    The trial is found through the sweeper's study storage
+    (:func:`experiment_utils.optuna_search.find_running_trial`), so this works in the sweeper's process and in
+    launcher processes alike. The step reported is the epoch. A pruned job stops like early stopping does: it
+    still tests its best checkpoint and returns its best value, which the sweeper records as the trial's
+    (COMPLETE) value; ``optuna/pruned_at_epoch`` in the job's metrics.json and the trial's user attribute
+    ``pruned_at_epoch`` say that it was cut short. Rank zero decides and broadcasts the decision, so all DDP
+    ranks stop together. Outside an Optuna sweep it does nothing.
     """
 
     def __init__(

@@ -1,11 +1,11 @@
-"""Optuna search support for ``hparams_search=*``: the study storage, the direction check, and the running trial.
+"""Optuna search support for ``hparams_search=*``: study storage, direction check, the job's running trial.
 
-* :func:`sqlite_storage` builds ``hydra.sweeper.storage``: an Optuna RDB storage on a SQLite file that works with
-  the installed Optuna 2.10 + SQLAlchemy 2 (a plain ``sqlite:///`` URL does not: Optuna's schema stamp is never
-  committed and the database stays locked).
+* :func:`sqlite_storage` builds ``hydra.sweeper.storage``: an Optuna RDB storage on a SQLite file that works
+  with the installed Optuna 2.10 + SQLAlchemy 2 (a plain ``sqlite:///`` URL does not: Optuna's schema stamp
+  is never committed and the database stays locked).
 * :func:`check_sweeper_direction` stops a job whose ``objective.mode`` disagrees with the sweeper's direction.
-* :func:`find_running_trial` gives a job its own trial (for pruning), through the study storage, so it also works
-  when the job runs in another process (joblib, SLURM) than the sweeper.
+* :func:`find_running_trial` gives a job its own trial (for pruning) through the study storage, so it also
+  works when the job runs in another process (joblib, SLURM) than the sweeper.
 
 Nothing heavy at module scope: optuna is imported inside the functions that need it.
 """
@@ -90,7 +90,8 @@ def check_sweeper_direction(mode: str) -> None:
     if _direction_name(direction) != expected:
         raise UserError(
             f"objective.mode={mode} but hydra.sweeper.direction={_direction_name(direction)}: "
-            f"set hydra.sweeper.direction={expected} (or change objective.mode) so the search optimises the right way"
+            f"set hydra.sweeper.direction={expected} (or change objective.mode) so the search optimises "
+            "the right way"
         )
 
 
@@ -113,7 +114,7 @@ def _job_overrides() -> tuple[list[str], str]:
 
 
 def find_running_trial(pruner: Any = None) -> Any | None:
-    """The Optuna trial the current job evaluates, opened through the sweeper's storage; None if there is none.
+    """The Optuna trial the current job evaluates, opened through the sweeper's storage; else None.
 
     The sweeper asks its trials, writes their parameters to the storage and starts one job per trial with
     overrides ``name=value`` built from them, so the job's trial is the RUNNING trial whose parameters all

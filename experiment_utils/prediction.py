@@ -68,7 +68,9 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     module = build_module_from_checkpoint(checkpoint, run_cfg)
     preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
     if not preprocess:
-        raise UserError(f"{cfg.ckpt_path} does not record its preprocessing: use a checkpoint written by scripts/train.py")
+        raise UserError(
+            f"{cfg.ckpt_path} does not record its preprocessing: use a checkpoint written by scripts/train.py"
+        )
     names = list(module.class_names or [])
     if cfg.get("save_adapter"):
         folder = module.save_adapter(str(cfg.save_adapter))

@@ -19,7 +19,7 @@ def slurm_restart_count() -> int:
 
 
 def requeued_checkpoint(trainer: Any) -> str | None:
-    """``last.ckpt`` of this job's checkpoint folder when SLURM requeued the job and the file exists, else None.
+    """``last.ckpt`` of this job's checkpoint folder if SLURM requeued the job and the file exists, else None.
 
     The submitit launcher (hydra/launcher=slurm) resubmits a job that hit its time limit or was preempted into
     the same job folder; fitting then continues from the last saved epoch instead of starting over.

@@ -62,7 +62,7 @@ class Job:
     script: str = "scripts/train.py"
 
     @property
-    def ranked(self) -> bool:
+    def rankable(self) -> bool:
         """True when the job has a finite objective value and can be compared with the others."""
         return self.status in ("completed", "pruned") and self.objective is not None
 
@@ -88,13 +88,13 @@ class SweepSummary:
     @property
     def ranked(self) -> list[Job]:
         """Jobs with an objective value, best first."""
-        jobs = [j for j in self.jobs if j.ranked]
-        return sorted(jobs, key=lambda j: j.objective, reverse=self.mode == "max")  # type: ignore[arg-type, return-value]
+        jobs = [j for j in self.jobs if j.rankable]
+        return sorted(jobs, key=lambda j: float(j.objective or 0.0), reverse=self.mode == "max")
 
     @property
     def not_ranked(self) -> list[Job]:
         """Failed and unfinished jobs (and completed jobs without an objective value)."""
-        return [j for j in self.jobs if not j.ranked]
+        return [j for j in self.jobs if not j.rankable]
 
     @property
     def best(self) -> Job | None:
@@ -133,7 +133,8 @@ def _read_yaml(path: Path) -> Any:
 
 def _script_of(job_dir: Path) -> str:
     """``scripts/<job name>.py`` relative to the launch folder when it can be found, else that short form."""
-    hydra = (_read_yaml(job_dir / ".hydra" / "hydra.yaml") or {}).get("hydra", {})
+    saved = _read_yaml(job_dir / ".hydra" / "hydra.yaml")
+    hydra = (saved.get("hydra") if isinstance(saved, dict) else None) or {}
     name = (hydra.get("job") or {}).get("name") or "train"
     name = re.sub(r"_ddp_rank\d+$", "", name)
     cwd = (hydra.get("runtime") or {}).get("cwd")
@@ -192,7 +193,7 @@ def _job_sort_key(path: Path) -> tuple[int, Any]:
 
 
 def find_job_dirs(root: Path) -> list[Path]:
-    """Job folders directly below ``root`` (those with ``.hydra/`` or ``metrics.json``), or ``root`` itself."""
+    """Job folders right below ``root`` (with ``.hydra/`` or ``metrics.json``), or ``root`` itself."""
     if (root / ".hydra").is_dir() or (root / METRICS_FILE).is_file():
         return [root]
     jobs = [
@@ -285,7 +286,7 @@ def _numeric(values: list[Any]) -> bool:
 
 
 def use_log_scale(name: str, values: list[Any]) -> bool:
-    """Log x-axis for learning rates / weight decays, and for positive numbers spanning two decades or more."""
+    """Log x-axis for learning rates / weight decays, and for positive numbers spanning two decades."""
     if not values or not _numeric(values) or min(values) <= 0:
         return False
     return bool(LOG_SCALE_PARAMS.search(name)) or max(values) / min(values) >= 100
@@ -334,7 +335,8 @@ def markdown(summary: SweepSummary, plots: list[Path]) -> str:
         lines += ["**No job finished with an objective value.**", ""]
     if summary.optuna and "best_value" in summary.optuna:
         lines += [
-            f"Optuna study best (including trials of earlier, continued runs): {fmt(summary.optuna['best_value'])} "
+            "Optuna study best (including trials of earlier, continued runs): "
+            f"{fmt(summary.optuna['best_value'])} "
             f"with {summary.optuna.get('best_params')}",
             "",
         ]
@@ -411,7 +413,7 @@ def _save(fig: Any, path: Path) -> Path:
 def _scatter(
     ax: Any, xs: list[Any], ys: list[float], jobs: list[Job], best: str | None, color_by: str | None = None
 ) -> None:
-    """Points labelled with their job name, the best one starred; coloured by ``color_by``'s value if given."""
+    """Points labelled with their job names, the best one starred, coloured by ``color_by``'s value."""
     groups = [fmt(j.params.get(color_by)) for j in jobs] if color_by else [""] * len(jobs)
     for group in sorted(
         dict.fromkeys(groups), key=lambda g: (not _numeric([parse_value(g)]), parse_value(g), g)

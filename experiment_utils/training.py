@@ -75,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger()]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
     loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
+        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     trainer: pl.Trainer = instantiate_node(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )

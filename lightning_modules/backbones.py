@@ -45,7 +45,9 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SmallCNN(nn.Module):
@@ -76,7 +78,9 @@ class SmallCNN(nn.Module):
         self.stem = _conv_bn_relu(in_chans, widths[0])
         stages, cin = [], widths[0]
         for width in widths:
-            stages.append(nn.Sequential(_conv_bn_relu(cin, width), _conv_bn_relu(width, width), nn.MaxPool2d(2)))
+            stages.append(
+                nn.Sequential(_conv_bn_relu(cin, width), _conv_bn_relu(width, width), nn.MaxPool2d(2))
+            )
             cin = width
         self.stages = nn.Sequential(*stages)
         self.head_drop = nn.Dropout(self.drop_rate)
@@ -137,7 +141,11 @@ def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
 
 def _unknown_model_message(name: str) -> str:
     close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=4, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else "list names with python -c \"import timm; print(timm.list_models('resnet*'))\""
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else "list names with python -c \"import timm; print(timm.list_models('resnet*'))\""
+    )
     return f"model.backbone={name!r} is not a timm model: {hint}"
 
 
@@ -220,7 +228,9 @@ def unreachable_reason(url: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str | 
     Otherwise a short reason. Runs in a thread so that a slow DNS lookup cannot block for longer.
     """
     parsed = urlparse(url)
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") if parsed.scheme == "https" else None
+    proxy = (
+        os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") if parsed.scheme == "https" else None
+    )
     proxy = proxy or os.environ.get("HTTP_PROXY") or os.environ.get("http_proxy") or None
     target = urlparse(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else parsed
     host = target.hostname or ""
@@ -258,13 +268,17 @@ def create_pretrained_backbone(name: str, **kwargs: Any) -> nn.Module:
     cached = cached_weights_file(cfg)
     if cached is not None:
         log.info("pretrained weights of %s from the local cache %s", name, cached)
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kwargs)
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kwargs
+        )
     remedy = (
         "run once with network access to cache them, or pass a local weights file with "
         "model.checkpoint_path=FILE and model.pretrained=false"
     )
     if hub_offline():
-        raise UserError(f"model.pretrained=true: timm's weights for {name!r} are not cached and HF_HUB_OFFLINE=1; {remedy}")
+        raise UserError(
+            f"model.pretrained=true: timm's weights for {name!r} are not cached and HF_HUB_OFFLINE=1; {remedy}"
+        )
     url = os.environ.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT) if (cfg is None or cfg.hf_hub_id) else cfg.url
     reason = unreachable_reason(url)
     if reason is not None:
@@ -276,7 +290,9 @@ def create_pretrained_backbone(name: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:  # network, HTTP and file errors come in many types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"downloading timm's pretrained weights for {name!r} failed ({first}); {remedy}") from None
+        raise UserError(
+            f"downloading timm's pretrained weights for {name!r} failed ({first}); {remedy}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------ heads
@@ -295,7 +311,9 @@ def head_module_name(model: nn.Module) -> str:
     if isinstance(name, (list, tuple)):
         name = name[0]
     if not name:
-        raise UserError(f"cannot find the classification head of {type(model).__name__}; use another timm model")
+        raise UserError(
+            f"cannot find the classification head of {type(model).__name__}; use another timm model"
+        )
     return str(name)
 
 
@@ -347,7 +365,9 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 data = data[key]
                 break
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise UserError(f"{file} does not hold a state dict of tensors: save one with torch.save(model.state_dict())")
+        raise UserError(
+            f"{file} does not hold a state dict of tensors: save one with torch.save(model.state_dict())"
+        )
     return _strip_prefix(dict(data), "module.")
 
 
@@ -360,7 +380,9 @@ def _project_checkpoint_weights(checkpoint: dict[str, Any], file: Path) -> dict[
     run_cfg = OmegaConf.create(checkpoint["run_config"])
     kind = model_kind(run_cfg)
     if kind != "classifier":
-        raise UserError(f"model.checkpoint_path={file} holds a {kind} model; give a classifier checkpoint or weights file")
+        raise UserError(
+            f"model.checkpoint_path={file} holds a {kind} model; give a classifier checkpoint or weights file"
+        )
     module = build_module_from_checkpoint(checkpoint, run_cfg)
     return {k: v.detach().clone() for k, v in module.inference_network().state_dict().items()}
 
@@ -387,7 +409,11 @@ def load_backbone_weights(model: nn.Module, state: Mapping[str, torch.Tensor], s
                 f"{tuple(own[key].shape)} here; set model.backbone (and data.channels) to what it was trained with"
             )
         loadable[key] = value
-    missing = [k for k in own if k not in loadable and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in own
+        if k not in loadable and not k.startswith(head) and not k.endswith("num_batches_tracked")
+    ]
     if missing:
         raise UserError(
             f"weights in {source} lack {len(missing)} of this backbone's {len(own)} tensors (e.g. {missing[0]}): "
@@ -397,5 +423,9 @@ def load_backbone_weights(model: nn.Module, state: Mapping[str, torch.Tensor], s
     head_keys = [k for k in own if k.startswith(head)]
     head_loaded = bool(head_keys) and all(k in loadable for k in head_keys)
     unused = len([k for k in state if k not in own])
-    what = "with its head" if head_loaded else ("head re-initialised (other size)" if head_skipped else "new head")
+    what = (
+        "with its head"
+        if head_loaded
+        else ("head re-initialised (other size)" if head_skipped else "new head")
+    )
     return f"loaded {len(loadable)} tensors from {source}, {what}" + (f", {unused} unused" if unused else "")

@@ -67,7 +67,9 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int
         array = np.asarray(image)
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]
-        ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(
+            array, cmap="gray" if array.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
         ax.set_title(title, fontsize=7)
         ax.axis("off")
     fig.tight_layout()

@@ -23,7 +23,12 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from experiment_utils.errors import UserError
-from lightning_modules.backbones import create_backbone, head_module_name, load_backbone_weights, read_weights_file
+from lightning_modules.backbones import (
+    create_backbone,
+    head_module_name,
+    load_backbone_weights,
+    read_weights_file,
+)
 from lightning_modules.backbones import reset_head as reset_backbone_head
 from lightning_modules.finetuning import (
     apply_finetuning,
@@ -108,7 +113,9 @@ class ClassifierModule(pl.LightningModule):
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if num_classes is not None and int(num_classes) != len(class_names):
-                raise UserError(f"model.num_classes={num_classes} but {len(class_names)} class_names were given")
+                raise UserError(
+                    f"model.num_classes={num_classes} but {len(class_names)} class_names were given"
+                )
             num_classes = len(class_names)
         if num_classes is not None and int(num_classes) < 2:
             raise UserError(f"model.num_classes must be >= 2 (or null = from the data), got {num_classes}")
@@ -142,10 +149,14 @@ class ClassifierModule(pl.LightningModule):
         self._weights_loaded = False
         self._built = False
         self._head_name = ""
-        # The architecture is created now (fails fast on a wrong name); without a class count it has no head yet.
-        self.net: nn.Module = self._create_net(self.num_classes or 0, pretrained=False)
+        # The architecture is created now (fails fast on a wrong name or option). Without a class count it is a
+        # headless shape-only model on the meta device (free to build); the real one is built in bind_data().
+        self._bound_stage = ""
         if self.num_classes:
-            self._finish_build(self.net)
+            self._finish_build(self._create_net(self.num_classes, pretrained=False))
+        else:
+            with torch.device("meta"):
+                self.net = self._create_net(0, pretrained=False)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
         self._misclassified: list[tuple[Tensor, int, int, float]] = []
@@ -201,7 +212,9 @@ class ClassifierModule(pl.LightningModule):
         if hp["pretrained"]:
             log.info("backbone %s: timm's pretrained weights loaded", hp["backbone"])
         if hp["checkpoint_path"]:
-            summary = load_backbone_weights(net, read_weights_file(hp["checkpoint_path"]), hp["checkpoint_path"])
+            summary = load_backbone_weights(
+                net, read_weights_file(hp["checkpoint_path"]), hp["checkpoint_path"]
+            )
             log.info("backbone %s: %s", hp["backbone"], summary)
             if self.global_rank == 0:
                 print(f"weights: {summary}")
@@ -225,9 +238,20 @@ class ClassifierModule(pl.LightningModule):
             "crop_pct": float(cfg.get("crop_pct", 1.0)),
         }
 
-    def setup(self, stage: str) -> None:
-        """Size the head from the datamodule's classes, load the initial weights (fit only), share preprocessing."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    def bind_data(self, datamodule: Any, stage: str) -> None:
+        """Size the head from the data's classes, load the initial weights (fit only), share preprocessing.
+
+        Classification datamodules call this at the end of their own ``setup`` (Lightning sets up the data
+        before the callbacks and the module), so callbacks that act in ``setup`` (channels-last, compile) see
+        the final network. ``setup`` calls it too, for datamodules that do not. Idempotent per stage.
+        """
+        stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
+        key = f"{id(datamodule)}:{stage}"
+        if self._bound_stage == key:
+            return
+        if any(p.is_meta for p in self.net.parameters()):
+            # storage without initialisation, so that the module can still be moved if building fails below
+            self.net = self.net.to_empty(device="cpu")
         names = list(getattr(datamodule, "class_names", None) or [])
         if names:
             if self.class_names is not None and self.class_names != names:
@@ -237,20 +261,29 @@ class ClassifierModule(pl.LightningModule):
                 )
             self.class_names, self.num_classes = names, len(names)
         elif not self.num_classes:
-            raise UserError("the number of classes is unknown: use a classification datamodule or set model.num_classes")
+            raise UserError(
+                "the number of classes is unknown: use a classification datamodule or set model.num_classes"
+            )
         if self.class_names is None:
             self.class_names = [str(i) for i in range(self.num_classes)]
         self.hparams["num_classes"], self.hparams["class_names"] = self.num_classes, list(self.class_names)
         hp = self.hparams
-        wants_weights = stage == "fit" and not self._weights_loaded and (hp["pretrained"] or hp["checkpoint_path"])
+        wants_weights = (
+            stage == "fit" and not self._weights_loaded and (hp["pretrained"] or hp["checkpoint_path"])
+        )
         if wants_weights:
             self._load_weights_and_build()
         elif not self._built:
-            self._finish_build(self.net)
+            self._finish_build(self._create_net(self.num_classes, pretrained=False))
         if datamodule is not None and hasattr(datamodule, "set_model_data_config"):
             datamodule.set_model_data_config(self.backbone_data_config())
             self.preprocess = datamodule.preprocess_config()
             self.hparams["preprocess"] = self.preprocess
+        self._bound_stage = key
+
+    def setup(self, stage: str) -> None:
+        """Bind to the trainer's datamodule, unless the datamodule already did (see ``bind_data``)."""
+        self.bind_data(getattr(self.trainer, "datamodule", None), stage)
 
     # ------------------------------------------------------------------------------------------ train mode
     def train(self, mode: bool = True) -> ClassifierModule:
@@ -271,7 +304,9 @@ class ClassifierModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, num_classes) of a normalised (B, C, H, W) batch."""
         if not self._built:
-            raise UserError("the classifier has no head yet: fit or test it with a datamodule, or set model.num_classes")
+            raise UserError(
+                "the classifier has no head yet: fit or test it with a datamodule, or set model.num_classes"
+            )
         return self.net(x)
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -298,12 +333,16 @@ class ClassifierModule(pl.LightningModule):
         """Update the validation metrics."""
         x, y = batch
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log(
+            "val/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y)
+        )
         self.val_metrics.update(logits.detach(), y)
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's metrics (synchronised across processes by torchmetrics) and ``val/acc_best``."""
-        acc = self._log_split("val", self.val_metrics, per_class=self.num_classes <= self.hparams["per_class_max"])
+        acc = self._log_split(
+            "val", self.val_metrics, per_class=self.num_classes <= self.hparams["per_class_max"]
+        )
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
@@ -316,7 +355,9 @@ class ClassifierModule(pl.LightningModule):
         """Update the test metrics and the confusion matrix; keep the first misclassified images."""
         x, y = batch
         logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log(
+            "test/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y)
+        )
         self.test_metrics.update(logits.detach(), y)
         self.test_confusion.update(logits.detach(), y)
         want = self.hparams["num_misclassified"] - len(self._misclassified)
@@ -324,7 +365,9 @@ class ClassifierModule(pl.LightningModule):
             probs = logits.detach().float().softmax(dim=-1)
             conf, pred = probs.max(dim=-1)
             for i in torch.nonzero(pred != y).flatten()[:want].tolist():
-                self._misclassified.append((x[i].detach().float().cpu(), int(y[i]), int(pred[i]), float(conf[i])))
+                self._misclassified.append(
+                    (x[i].detach().float().cpu(), int(y[i]), int(pred[i]), float(conf[i]))
+                )
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics (per-class accuracy for every class), the confusion matrix and misclassified images."""
@@ -338,7 +381,10 @@ class ClassifierModule(pl.LightningModule):
 
         names = list(self.class_names or [])
         log_image_panels(
-            self.trainer, "test/confusion_matrix", [confusion_matrix_image(matrix, names)], ["rows: true, columns: predicted"]
+            self.trainer,
+            "test/confusion_matrix",
+            [confusion_matrix_image(matrix, names)],
+            ["rows: true, columns: predicted"],
         )
         if self._misclassified:
             images = [self._denormalize(s[0]) for s in self._misclassified]
@@ -396,7 +442,11 @@ class ClassifierModule(pl.LightningModule):
     # -------------------------------------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the classes and preprocessing in the checkpoint's run config, so it rebuilds the same model."""
-        extra = {"num_classes": self.num_classes, "class_names": list(self.class_names or []), "preprocess": self.preprocess}
+        extra = {
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names or []),
+            "preprocess": self.preprocess,
+        }
         checkpoint.setdefault("hyper_parameters", {}).update(extra)
         run_config = checkpoint.get(RUN_CONFIG_KEY)
         if isinstance(run_config, dict) and isinstance(run_config.get("model"), dict):
@@ -420,7 +470,9 @@ class ClassifierModule(pl.LightningModule):
         if hp["layer_decay"] is not None and hp["layer_decay"] < 1.0:
             matcher = getattr(raw, "group_matcher", None)
             if not callable(matcher):
-                raise UserError(f"model.layer_decay needs a timm model with group_matcher(); {hp['backbone']} has none")
+                raise UserError(
+                    f"model.layer_decay needs a timm model with group_matcher(); {hp['backbone']} has none"
+                )
             from timm.models._manipulate import group_with_matcher
 
             layer_of = group_with_matcher(((n, None) for n, _ in named), matcher(coarse=False), reverse=True)
@@ -428,7 +480,9 @@ class ClassifierModule(pl.LightningModule):
         buckets: dict[tuple[bool, int], list[tuple[str, nn.Parameter]]] = {}
         for name, param in named:
             is_head = name == self._head_name or name.startswith(self._head_name + ".")
-            buckets.setdefault((is_head, last if is_head else layer_of.get(name, last)), []).append((name, param))
+            buckets.setdefault((is_head, last if is_head else layer_of.get(name, last)), []).append(
+                (name, param)
+            )
         groups = []
         for (is_head, layer), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             scale = 1.0 if is_head else float(hp["layer_decay"] or 1.0) ** (last - layer)

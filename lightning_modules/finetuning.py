@@ -60,9 +60,13 @@ def check_finetune(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         valid = ", ".join(allowed) or "none"
-        raise UserError(f"model.finetune.{unknown[0]} is not an option of finetune={strategy} (its options: {valid})")
+        raise UserError(
+            f"model.finetune.{unknown[0]} is not an option of finetune={strategy} (its options: {valid})"
+        )
     out: dict[str, Any] = {"strategy": strategy, **allowed, **cfg}
-    if strategy == "partial" and (not isinstance(out["blocks"], int) or isinstance(out["blocks"], bool) or out["blocks"] < 1):
+    if strategy == "partial" and (
+        not isinstance(out["blocks"], int) or isinstance(out["blocks"], bool) or out["blocks"] < 1
+    ):
         raise UserError(f"model.finetune.blocks must be an integer >= 1, got {out['blocks']!r}")
     if strategy == "lora":
         rank = out["rank"]
@@ -76,8 +80,14 @@ def check_finetune(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
             raise UserError(f"model.finetune.dropout must be in [0, 1), got {out['dropout']}")
         targets = out["target_modules"]
         if targets is not None and not isinstance(targets, str):
-            if not isinstance(targets, list | tuple) or not targets or not all(isinstance(t, str) for t in targets):
-                raise UserError("model.finetune.target_modules must be null, a regex string or a list of module names")
+            if (
+                not isinstance(targets, list | tuple)
+                or not targets
+                or not all(isinstance(t, str) for t in targets)
+            ):
+                raise UserError(
+                    "model.finetune.target_modules must be null, a regex string or a list of module names"
+                )
             out["target_modules"] = list(targets)
     return out
 
@@ -90,7 +100,11 @@ def _in_module(name: str, module: str) -> bool:
 def strip_lora_name(name: str) -> str:
     """A parameter/module name of a peft-wrapped model as the plain timm model names it (roughly)."""
     name = name[len(LORA_PREFIX) :] if name.startswith(LORA_PREFIX) else name
-    return name.replace(".base_layer", "").replace(".modules_to_save.default", "").replace(".original_module", "")
+    return (
+        name.replace(".base_layer", "")
+        .replace(".modules_to_save.default", "")
+        .replace(".original_module", "")
+    )
 
 
 def partial_trainable_params(model: nn.Module, blocks: int, head: str) -> set[str]:
@@ -99,11 +113,15 @@ def partial_trainable_params(model: nn.Module, blocks: int, head: str) -> set[st
 
     matcher = getattr(model, "group_matcher", None)
     if not callable(matcher):
-        raise UserError(f"finetune=partial needs a timm model with group_matcher(); {type(model).__name__} has none")
+        raise UserError(
+            f"finetune=partial needs a timm model with group_matcher(); {type(model).__name__} has none"
+        )
     groups = group_parameters(model, matcher(coarse=True))
     body = [gid for gid in sorted(groups) if any(not _in_module(n, head) for n in groups[gid])]
     if blocks >= len(body):
-        log.warning("finetune=partial with blocks=%d >= %d groups: the whole network trains", blocks, len(body))
+        log.warning(
+            "finetune=partial with blocks=%d >= %d groups: the whole network trains", blocks, len(body)
+        )
     chosen = set(body[-blocks:])
     names = {n for gid in chosen for n in groups[gid]}
     return names | {n for n, _ in model.named_parameters() if _in_module(n, head)}
@@ -165,7 +183,13 @@ def apply_finetuning(model: nn.Module, cfg: Mapping[str, Any]) -> nn.Module:
             bias="none",
         )
         net = get_peft_model(model, lora_cfg)
-        log.info("LoRA rank %d on %d layers (%s, ...), head %s trains in full", cfg["rank"], len(targets), targets[0], head)
+        log.info(
+            "LoRA rank %d on %d layers (%s, ...), head %s trains in full",
+            cfg["rank"],
+            len(targets),
+            targets[0],
+            head,
+        )
         return net
     if strategy == "full":
         trainable = {n for n, _ in model.named_parameters()}

@@ -1,4 +1,4 @@
-"""Summarise a sweep: ``python scripts/summarize.py <multirun folder> [--metric NAME --mode max|min] [--out DIR]``.
+"""Summarise a sweep: ``python scripts/summarize.py <multirun folder> [--metric M --mode min|max] [--out D]``.
 
 Reads every job folder (resolved config and overrides in ``.hydra/``, ``metrics.json``) and writes
 ``summary.md`` (ranked table, best job, failed/unfinished jobs, plots), ``summary.csv`` and ``plots/*.png``

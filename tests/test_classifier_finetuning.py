@@ -4,6 +4,7 @@ and the CIFAR-10 module trains on a tiny official-format set written here."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from pathlib import Path
@@ -120,7 +121,11 @@ CASES = {
         {"strategy": "partial", "blocks": 1},
         lambda n: n.startswith(("net.layer4.", "net.fc.")),
     ),
-    "resnet-bitfit": ("test_resnet", {"strategy": "bitfit"}, lambda n: n.endswith(".bias") or n.startswith("net.fc.")),
+    "resnet-bitfit": (
+        "test_resnet",
+        {"strategy": "bitfit"},
+        lambda n: n.endswith(".bias") or n.startswith("net.fc."),
+    ),
     "resnet-lora": ("test_resnet", {"strategy": "lora", "rank": 4}, None),
     "vit-linear_probe": ("test_vit", {"strategy": "linear_probe"}, lambda n: n.startswith("net.head.")),
     "vit-partial": (
@@ -165,8 +170,12 @@ def test_strategy_trains_exactly_what_it_promises(case: str, cifar_root: Path) -
         assert any("running_mean" in k for k in frozen)  # batch-norm statistics were among the frozen tensors
     moved = [n for n in snap.trainable if not torch.equal(after[n], snap.before[n])]
     # (in ResNet branches whose last batch-norm weight starts at zero, biases before it get no gradient)
-    assert len(moved) >= 0.5 * len(snap.trainable), f"only {len(moved)}/{len(snap.trainable)} trainable tensors moved"
-    assert any(re.search(r"\.(fc|head)\.(modules_to_save\.default\.)?weight$", n) for n in moved)  # the head learned
+    assert len(moved) >= 0.5 * len(snap.trainable), (
+        f"only {len(moved)}/{len(snap.trainable)} trainable tensors moved"
+    )
+    assert any(
+        re.search(r"\.(fc|head)\.(modules_to_save\.default\.)?weight$", n) for n in moved
+    )  # the head learned
     if backbone == "test_resnet":  # frozen batch norms stay in eval mode while the rest trains
         norms = [m for m in module.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         frozen_norms = [m for m in norms if not m.weight.requires_grad]
@@ -181,10 +190,14 @@ def test_lora_share_of_vit_b16_is_a_few_percent() -> None:
     from lightning_modules.finetuning import apply_finetuning, check_finetune
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        net = apply_finetuning(create_backbone("vit_base_patch16_224", num_classes=10), check_finetune({"strategy": "lora"}))
+        net = apply_finetuning(
+            create_backbone("vit_base_patch16_224", num_classes=10), check_finetune({"strategy": "lora"})
+        )
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    assert trainable == 12 * 8 * ((768 + 3 * 768) + (768 + 768) + 2 * (768 + 4 * 768)) + 7690  # adapters + head
+    assert (
+        trainable == 12 * 8 * ((768 + 3 * 768) + (768 + 768) + 2 * (768 + 4 * 768)) + 7690
+    )  # adapters + head
     assert 0.01 < trainable / total < 0.02
 
 
@@ -238,8 +251,12 @@ def test_new_head_of_another_size_loads_over_a_checkpoint(cifar_root: Path, tmp_
     from lightning_modules.backbones import create_backbone
 
     source = create_backbone("test_resnet", num_classes=7)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "weights.pth")
-    module = classifier("test_resnet", {"strategy": "linear_probe"}, checkpoint_path=str(tmp_path / "weights.pth"))
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "weights.pth"
+    )
+    module = classifier(
+        "test_resnet", {"strategy": "linear_probe"}, checkpoint_path=str(tmp_path / "weights.pth")
+    )
     fit(module, cifar_data(cifar_root), steps=1)
     mine = module.net.state_dict()
     for key, value in source.state_dict().items():
@@ -268,7 +285,10 @@ def test_new_head_of_another_size_loads_over_a_checkpoint(cifar_root: Path, tmp_
     assert snap.before["net.fc.weight"].shape[0] == 3
 
     # 3) weights of another architecture are refused with a clear message
-    torch.save(create_backbone("test_vit", num_classes=4, timm_kwargs={"img_size": 32}).state_dict(), tmp_path / "vit.pth")
+    torch.save(
+        create_backbone("test_vit", num_classes=4, timm_kwargs={"img_size": 32}).state_dict(),
+        tmp_path / "vit.pth",
+    )
     wrong = classifier("test_resnet", {"strategy": "full"}, checkpoint_path=str(tmp_path / "vit.pth"))
     with pytest.raises(UserError, match="another architecture"):
         fit(wrong, cifar_data(cifar_root), steps=1)
@@ -277,7 +297,9 @@ def test_new_head_of_another_size_loads_over_a_checkpoint(cifar_root: Path, tmp_
 def test_pretrained_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_modules import backbones
 
-    monkeypatch.setattr(backbones, "cached_weights_file", lambda cfg: None)  # whatever this machine has cached
+    monkeypatch.setattr(
+        backbones, "cached_weights_file", lambda cfg: None
+    )  # whatever this machine has cached
     started = time.perf_counter()
     with pytest.raises(UserError, match=r"pretrained=true.*not cached and HF_HUB_OFFLINE=1.*checkpoint_path"):
         backbones.create_backbone("test_resnet", num_classes=3, pretrained=True)
@@ -297,7 +319,9 @@ def test_pretrained_offline_fails_fast_with_a_clear_message(monkeypatch: pytest.
 def test_pretrained_is_loaded_when_fitting_not_when_reopening(cifar_root: Path, monkeypatch) -> None:
     """Building (eval/predict) never touches the network; fitting with pretrained=true offline fails clearly."""
     monkeypatch.setattr("lightning_modules.backbones.cached_weights_file", lambda cfg: None)
-    module = classifier("test_resnet", {"strategy": "full"}, pretrained=True, num_classes=4, class_names=CLASSES)
+    module = classifier(
+        "test_resnet", {"strategy": "full"}, pretrained=True, num_classes=4, class_names=CLASSES
+    )
     assert module.num_classes == 4  # constructed offline without any download
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
         fit(module, cifar_data(cifar_root), steps=1)
@@ -321,7 +345,7 @@ def test_param_groups_head_lr_layer_decay_and_no_decay() -> None:
     named = dict(module.net.named_parameters())
     assert by_param[id(named["head.weight"])]["lr"] == 0.5
     lrs = [by_param[id(named[f"blocks.{i}.attn.qkv.weight"])]["lr"] for i in range(6)]
-    assert all(later == pytest.approx(2 * earlier) for earlier, later in zip(lrs, lrs[1:], strict=False))
+    assert all(later == pytest.approx(2 * earlier) for earlier, later in itertools.pairwise(lrs))
     assert lrs[-1] == pytest.approx(1e-2 * 0.5)  # the last block is one layer group below the head
     for name in ("pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"):
         assert by_param[id(named[name])]["weight_decay"] == 0.0, name
@@ -344,7 +368,9 @@ def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
     assert {"test/f1_macro", "test/acc_class/cat", "test/loss"} <= set(metrics) and "test/top5" not in metrics
 
     # strong augmentation + mixup: soft targets on training batches only, and the module trains on them
-    mixed = cifar_data(cifar_root, val_size=8, augment="strong", mixup={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
+    mixed = cifar_data(
+        cifar_root, val_size=8, augment="strong", mixup={"mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+    )
     module = classifier("small_cnn", {"strategy": "full"})
     trainer = fit(module, mixed, steps=3)
     assert trainer.global_step == 3 and np.isfinite(float(trainer.callback_metrics["train/loss"]))
@@ -358,7 +384,32 @@ def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
     # resizing to the backbone's input size, normalisation from timm's data config
     vit = classifier("test_vit", {"strategy": "linear_probe"}, timm_kwargs={})
     resized = cifar_data(cifar_root, image_size="backbone", augment="none")
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.test(vit, resized, verbose=False)
-    assert resized.preprocess_config()["image_size"] == [160, 160] and resized.preprocess_config()["mean"] == [0.5] * 3
+    assert (
+        resized.preprocess_config()["image_size"] == [160, 160]
+        and resized.preprocess_config()["mean"] == [0.5] * 3
+    )
     assert next(iter(resized.test_dataloader()))[0].shape[-2:] == (160, 160)
+
+
+def test_network_is_final_before_callbacks_are_set_up(cifar_root: Path) -> None:
+    """Callbacks acting in setup() (channels-last, torch.compile) must see the network that will train."""
+
+    class Probe(pl.Callback):
+        def setup(self, trainer, pl_module, stage) -> None:
+            self.net = pl_module.net
+            self.meta = any(p.is_meta for p in pl_module.parameters())
+
+    module = classifier(
+        "test_resnet", {"strategy": "lora", "rank": 4}
+    )  # head size unknown until the data is set up
+    assert any(
+        p.is_meta for p in module.parameters()
+    )  # built shape-only until then (cheap for config checks)
+    probe = Probe()
+    fit(module, cifar_data(cifar_root), steps=1, callbacks=[probe])
+    assert probe.net is module.net and not probe.meta
+    assert module.backbone_model().get_classifier().modules_to_save["default"].out_features == len(CLASSES)

@@ -1,4 +1,9 @@
-"""A 2x2 grid multirun through the real script: four job folders, four W&B runs in one group, and its summary."""
+"""A 2x2 grid multirun through the real script, two jobs at a time with the joblib launcher: four job
+folders, four W&B runs in one group, jobs that really ran in parallel (with data-loader workers), a summary.
+
+Four jobs on two worker processes: at least one worker runs two jobs one after the other, so this also covers
+W&B runs being closed between jobs of one process (never merged).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ def multirun_dir(root: Path, task: str = "train") -> Path:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("grid")
-    run_script("train.py", "-m", *TINY, *GRID, "tags=[pytest,grid]", cwd=root)
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "data.num_workers=1"]
+    run_script("train.py", "-m", *parallel, *TINY, *GRID, "tags=[pytest,grid]", cwd=root)
     sweep = multirun_dir(root)
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     return {"root": root, "sweep": sweep, "jobs": jobs}
@@ -57,6 +63,22 @@ def test_grid_gives_four_self_contained_job_folders(grid: dict) -> None:
         assert config["data"]["noise"]["sigma"] == float(sigma.split("=")[1])
         seen.add((lr, sigma))
     assert len(seen) == 4, "every grid point exactly once"
+
+
+@pytest.mark.slow
+def test_joblib_launcher_ran_jobs_in_parallel_worker_processes(grid: dict) -> None:
+    records = [json.loads((job / "metrics.json").read_text()) for job in grid["jobs"]]
+    # completed = data loaders could start their worker processes inside joblib's loky workers
+    assert all(r["status"] == "completed" for r in records), [r["error"] for r in records]
+    assert len({r["pid"] for r in records}) >= 2, "the four jobs ran in more than one worker process"
+    # Each job spends seconds importing and training: run one after the other, no two windows could overlap.
+    overlapping = [
+        (a, b)
+        for a in records
+        for b in records
+        if a["pid"] != b["pid"] and a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+    ]
+    assert overlapping, [(r["pid"], r["started_at"], r["finished_at"]) for r in records]
 
 
 @pytest.mark.slow

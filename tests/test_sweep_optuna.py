@@ -1,4 +1,4 @@
-"""Optuna search (hparams_search=*): a failing trial does not stop it, a stored study continues, pruning works."""
+"""Optuna search (hparams_search=*): a failing trial does not stop it, a stored study continues, pruning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/summarize.py on hand-made job folders: ranking, failed/unfinished/pruned jobs, CSV, plots, CLI errors."""
+"""scripts/summarize.py on hand-made job folders: ranking, failed/unfinished/pruned jobs, CSV, plots, CLI."""
 
 from __future__ import annotations
 

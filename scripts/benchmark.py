@@ -1,0 +1,40 @@
+"""Benchmark the framework on this machine: ``python scripts/benchmark.py [mode=smoke|cpu|gpu]``.
+
+Framework vs bare PyTorch training steps/s, data-module throughput, start-up time, memory and (on a GPU) the
+fast paths; report as JSON and Markdown in the run directory. See ``experiment_utils.benchmarking`` and
+docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
+def main(cfg: DictConfig) -> None:
+    """Run the benchmark plan of ``cfg.mode`` and print where the report is."""
+    from experiment_utils.errors import UserError
+
+    try:
+        from experiment_utils.benchmarking import run_benchmark
+
+        report = run_benchmark(
+            mode=cfg.mode,
+            out_dir=cfg.paths.output_dir,
+            repeats=cfg.repeats,
+            sections=OmegaConf.to_container(cfg.sections) if cfg.sections is not None else None,
+            keep_runs=bool(cfg.keep_runs),
+        )
+    except UserError as exc:
+        print(f"error: {exc}")
+        raise SystemExit(2) from None
+    print()
+    for goal in report["goals"]:
+        verdict = ("PASS" if goal["pass"] else "FAIL") if goal["applies"] else "n/a in this mode"
+        print(f"{verdict:>17}  {goal['goal']}: {goal['value']}")
+    print(f"report: {cfg.paths.output_dir}/report.md (and report.json), {report['duration_s']} s")
+
+
+if __name__ == "__main__":
+    main()
