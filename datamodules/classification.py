@@ -213,7 +213,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             native = self.native_size()
             if native is None:
                 raise UserError(
-                    "data.image_size=native needs images of one size, but they differ: set data.image_size=backbone or a number"
+                    "data.image_size=native needs images of one size, but they differ (or are unknown with "
+                    "data.check_files=false): set data.image_size=backbone or a number"
                 )
             return native
         if self.image_size == "backbone":

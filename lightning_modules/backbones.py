@@ -179,8 +179,8 @@ def create_backbone(
         return timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
         raise UserError(
-            f"timm model {name!r} does not accept one of {sorted(k for k, v in kwargs.items() if v is not None)} "
-            f"({exc}); remove it from model.timm_kwargs (or set model.drop_path_rate=null)"
+            f"timm model {name!r} rejected an option ({exc}); remove it from model.timm_kwargs "
+            "(or set model.drop_path_rate=null)"
         ) from None
 
 

@@ -145,10 +145,10 @@ class DenoiserModule(pl.LightningModule):
         self.log(
             "train/loss",
             loss,
-            on_step=True,
-            on_epoch=True,
+            on_step=True,  # logged as train/loss every trainer.log_every_n_steps
+            on_epoch=False,
             prog_bar=True,
-            sync_dist=True,
+            sync_dist=False,  # rank 0's own loss: no all-reduce on every step
             batch_size=batch_size,
         )
         return loss

@@ -196,7 +196,9 @@ def test_bad_configs_fail_at_construction(kwargs: dict) -> None:
         DenoiserModule(**args)
 
 
-@pytest.mark.parametrize("config", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "config", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if not p.stem.startswith("classifier"))
+)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_model_configs_instantiate(config: str, channels: int) -> None:
     from hydra import compose, initialize_config_dir

@@ -70,7 +70,11 @@ def test_wandb_offline_run_holds_metrics_config_and_panels(trained: dict) -> Non
     assert run["config"]["paths"]["output_dir"] == str(trained["run_dir"])
     assert run["config"]["model/params_trainable"] > 0
     logged = {k for row in run["history"] for k in row}
-    assert {"train/loss", "val/psnr", "val/ssim", "val/psnr_noisy", "val/psnr_best", "val/panels"} <= logged
+    assert {"train/loss", "val/psnr", "val/ssim", "val/psnr_noisy", "val/psnr_best"} <= logged
+    panels = [row for row in run["history"] if row.get("val/panels/_type") == "images/separated"]
+    assert len(panels) == 3 and panels[0]["val/panels/count"] == 2  # every epoch, both validation images
+    media = runs[0] / "files" / panels[-1]["val/panels/filenames"][0]
+    assert media.is_file() and media.stat().st_size > 1000
     psnr_rows = [row["val/psnr"] for row in run["history"] if "val/psnr" in row]
     assert len(psnr_rows) == 3  # one per epoch
     assert run["summary"]["test/psnr"] == pytest.approx(trained["metrics"]["metrics"]["test/psnr"], abs=1e-4)
@@ -137,3 +141,12 @@ def test_denoise_script_keeps_names_depth_and_channels(trained: dict, tmp_path: 
         "denoise.py", f"ckpt_path={ckpt}", f"input={inputs}", f"output={out}", cwd=tmp_path, check=False
     )
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_fast_dev_run_without_any_logger(tmp_path: Path) -> None:
+    proc = run_script("train.py", "debug=fast_dev_run", "logger=none", cwd=tmp_path)
+    run_dir = single_run_dir(tmp_path, "debug")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["wandb"] is None
+    assert "test/psnr" in metrics["metrics"] and "test/psnr" in proc.stdout
+    assert not find_offline_runs(tmp_path)
