@@ -46,18 +46,24 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every callback under ``callbacks`` (entries set to null are skipped)."""
-    callbacks: list[Any] = []
-    if not callbacks_cfg:
-        return callbacks
-    for name, node in callbacks_cfg.items():
+def _target_nodes(group_cfg: DictConfig | None, group: str) -> list[tuple[str, DictConfig]]:
+    """The ``(name, node)`` entries of a group such as ``callbacks`` or ``logger``; null entries are skipped."""
+    entries = []
+    for name, node in (group_cfg or {}).items():
         if node is None:
             continue
         if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise UserError(f"callbacks.{name} must be a config with a _target_ (or null to disable it)")
-        callbacks.append(instantiate_node(node, f"callbacks.{name}"))
-    return callbacks
+            raise UserError(f"{group}.{name} must be a config with a _target_ (or null to disable it)")
+        entries.append((name, node))
+    return entries
+
+
+def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every callback under ``callbacks`` (entries set to null are skipped)."""
+    return [
+        instantiate_node(node, f"callbacks.{name}")
+        for name, node in _target_nodes(callbacks_cfg, "callbacks")
+    ]
 
 
 def wandb_run_name_and_group() -> tuple[str | None, str | None]:
@@ -84,13 +90,7 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
     from experiment_utils.wandb_mode import resolve_wandb_mode
 
     loggers: list[Any] = []
-    if not logger_cfg:
-        return loggers
-    for name, node in logger_cfg.items():
-        if node is None:
-            continue
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise UserError(f"logger.{name} must be a config with a _target_ (or null to disable it)")
+    for name, node in _target_nodes(logger_cfg, "logger"):
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
         if node._target_.endswith("WandbLogger"):
             with open_dict(node):

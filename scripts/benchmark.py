@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> None:
             repeats=cfg.repeats,
             sections=OmegaConf.to_container(cfg.sections) if cfg.sections is not None else None,
             keep_runs=bool(cfg.keep_runs),
+            threads=cfg.get("threads"),
         )
     except UserError as exc:
         print(f"error: {exc}")

@@ -237,3 +237,25 @@ def test_lr_scaling_in_a_run_and_errors(tmp_path: Path) -> None:
         LRScaling("cubic")
     with pytest.raises(UserError, match="base_batch_size"):
         LRScaling("linear", 0)
+
+
+def test_timed_progress_bar_skips_redraws_between_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from experiment_utils.progress import TimedRichProgressBar
+
+    drawn = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, t, m, o, b, i: drawn.append(i))
+    bar = TimedRichProgressBar(min_interval_s=60.0)
+    bar._trainer = SimpleNamespace(num_training_batches=5, max_epochs=1, max_steps=-1)  # type: ignore[assignment]
+    for i in range(5):
+        bar.on_train_batch_end(None, None, None, None, i)
+    assert drawn == [0, 4]  # the first batch, then nothing for 60 s except the epoch's last batch
+    every = TimedRichProgressBar(min_interval_s=0.0)
+    every._trainer = SimpleNamespace(num_training_batches=5, max_epochs=1, max_steps=-1)  # type: ignore[assignment]
+    drawn.clear()
+    for i in range(5):
+        every.on_train_batch_end(None, None, None, None, i)
+    assert drawn == [0, 1, 2, 3, 4]
+    with pytest.raises(UserError, match="min_interval_s"):
+        TimedRichProgressBar(min_interval_s=-1)
