@@ -212,6 +212,7 @@ def _fake_trainer(world: int, accumulate: int, batch_size: int, lr: float = 0.1)
     ("rule", "base", "expected"),
     [("linear", None, 8.0), ("sqrt", None, 8.0**0.5), ("linear", 64, 1.0), ("none", None, 1.0)],
 )
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_scaling_rules(rule: str, base: int | None, expected: float) -> None:
     from experiment_utils.speed import LRScaling
 
