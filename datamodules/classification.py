@@ -31,6 +31,7 @@ from datamodules.classification_transforms import (
     check_image_size,
     to_uint8_chw,
 )
+from experiment_utils.distributed import attached_trainer, eval_sampler
 from experiment_utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -302,10 +303,13 @@ class ClassificationDataModule(pl.LightningDataModule):
             self._load_and_check()
         dataset = ClassificationImages(self.splits[split], self.channels, self.transform(train))
         batch_size = self.batch_size if train else self.eval_batch_size
+        # Under DDP val/test images are split without padding, so each is scored exactly once.
+        sampler = None if train else eval_sampler(dataset, attached_trainer(self), split)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train and self._mixup is not None and len(dataset) >= batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from experiment_utils.errors import UserError
@@ -158,6 +158,10 @@ class ClassifierModule(pl.LightningModule):
             with torch.device("meta"):
                 self.net = self._create_net(0, pretrained=False)
         self.val_acc_best = MaxMetric()
+        # Losses as torchmetrics means: exact under DDP even when processes score different numbers of images
+        # (Lightning's sync_dist mean of per-process means is not).
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
         self._misclassified: list[tuple[Tensor, int, int, float]] = []
 
@@ -333,9 +337,8 @@ class ClassifierModule(pl.LightningModule):
         """Update the validation metrics."""
         x, y = batch
         logits = self(x)
-        self.log(
-            "val/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y)
-        )
+        self.val_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.val_metrics.update(logits.detach(), y)
 
     def on_validation_epoch_end(self) -> None:
@@ -355,9 +358,8 @@ class ClassifierModule(pl.LightningModule):
         """Update the test metrics and the confusion matrix; keep the first misclassified images."""
         x, y = batch
         logits = self(x)
-        self.log(
-            "test/loss", F.cross_entropy(logits.float(), y), on_epoch=True, sync_dist=True, batch_size=len(y)
-        )
+        self.test_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.test_metrics.update(logits.detach(), y)
         self.test_confusion.update(logits.detach(), y)
         want = self.hparams["num_misclassified"] - len(self._misclassified)
