@@ -197,7 +197,8 @@ def test_bad_configs_fail_at_construction(kwargs: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "config", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if not p.stem.startswith("classifier"))
+    "config",
+    sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if not p.stem.startswith("classifier")),
 )
 @pytest.mark.parametrize("channels", [1, 3])
 def test_model_configs_instantiate(config: str, channels: int) -> None:
