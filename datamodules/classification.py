@@ -33,18 +33,10 @@ from datamodules.classification_transforms import (
 )
 from experiment_utils.distributed import attached_trainer, eval_sampler
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import to_plain
 
 log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-def _plain(value: Any) -> Any:
-    """Turn omegaconf containers (Hydra passes them for nested config values) into plain dicts/lists."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 @dataclass
@@ -140,7 +132,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
     ) -> None:
         super().__init__()
-        mixup, mean, std = (_plain(v) for v in (mixup, mean, std))
+        mixup, mean, std = (to_plain(v) for v in (mixup, mean, std))
         self.image_size = check_image_size(image_size)
         if augment not in AUGMENT_PRESETS:
             raise UserError(f"data.augment={augment!r} is not a preset: use {' | '.join(AUGMENT_PRESETS)}")

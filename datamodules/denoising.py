@@ -49,27 +49,13 @@ from datamodules.image_io import to_float
 from datamodules.noise import NoiseModel, build_noise
 from experiment_utils.distributed import attached_trainer, eval_sampler, rank_and_world
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import to_plain
 
 log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = ("skimage", "folder", "cifar10", "paired")
 """The values accepted for ``source``."""
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-
-
-def _plain(value: Any) -> Any:
-    """Turn omegaconf containers (Hydra passes them for nested config values) into plain dicts/lists."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def to_tensor(array: np.ndarray, channels: int) -> torch.Tensor:
@@ -277,9 +263,9 @@ class DenoisingDataModule(pl.LightningDataModule):
         prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        skimage_images = _plain(skimage_images)
-        noise = _plain(noise)
-        eval_noise = _plain(eval_noise)
+        skimage_images = to_plain(skimage_images)
+        noise = to_plain(noise)
+        eval_noise = to_plain(eval_noise)
         root = None if root is None else str(root)
         if source not in SOURCES:
             raise UserError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")

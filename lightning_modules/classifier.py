@@ -23,6 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import to_plain
 from lightning_modules.backbones import (
     create_backbone,
     head_module_name,
@@ -43,15 +44,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
 RUN_CONFIG_KEY = "run_config"
-
-
-def _plain(value: Any) -> Any:
-    """Turn omegaconf containers into plain dicts/lists (checkpoints must load with weights_only=True)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _split_metrics(num_classes: int) -> MetricCollection:
@@ -105,7 +97,7 @@ class ClassifierModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess = (
-            _plain(v) for v in (finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess)
+            to_plain(v) for v in (finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess)
         )
         optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         finetune = check_finetune(finetune)

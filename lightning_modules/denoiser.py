@@ -13,21 +13,13 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import to_plain
 from lightning_modules.losses import build_loss
 from lightning_modules.networks.registry import build_denoiser_net
 from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
 _SEPARATOR_PX = 4  # white gap between the noisy | denoised | clean columns of a panel
-
-
-def _plain(value: Any) -> Any:
-    """Turn omegaconf containers into plain dicts/lists (checkpoints must load with weights_only=True)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _psnr_metric() -> PeakSignalNoiseRatio:
@@ -70,7 +62,7 @@ class DenoiserModule(pl.LightningModule):
         num_panels: int = 4,
     ) -> None:
         super().__init__()
-        net, loss, optimizer, scheduler = (_plain(v) for v in (net, loss, optimizer, scheduler))
+        net, loss, optimizer, scheduler = (to_plain(v) for v in (net, loss, optimizer, scheduler))
         optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         num_panels = int(num_panels)
         self.save_hyperparameters(

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import plain_mapping
 
 _COMMON_OPT_KEYS = {"name", "lr", "weight_decay"}
 _OPT_KEYS = {
@@ -31,17 +32,6 @@ _SCHED_KEYS = {
     "cosine": {"name", "warmup_epochs", "warmup_steps", "min_lr_ratio"},
     "step": {"name", "warmup_epochs", "warmup_steps", "step_size", "gamma"},
 }
-
-
-def _plain(cfg: Any, what: str) -> dict[str, Any]:
-    """Return ``cfg`` (dict or omegaconf DictConfig) as a plain dict; UserError if it is not a mapping."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    if not isinstance(cfg, Mapping):
-        raise UserError(f"the {what} config must be a mapping with a 'name' key, got {cfg!r}")
-    return dict(cfg)
 
 
 def _check_keys(cfg: dict[str, Any], allowed: dict[str, set[str]], what: str) -> str:
@@ -92,7 +82,7 @@ def build_optimizer(param_groups_or_params: Iterable[Any], cfg: Mapping[str, Any
     Group dicts keep their own ``weight_decay`` (see ``param_groups_without_decay``); ``cfg`` values are the
     defaults. Unknown names/options or non-positive lr raise UserError.
     """
-    cfg = _plain(cfg, "optimizer")
+    cfg = plain_mapping(cfg, "optimizer")
     name = _check_keys(cfg, _OPT_KEYS, "optimizer")
     lr = float(cfg.get("lr", 1e-3))
     if not lr > 0:
@@ -151,7 +141,7 @@ def build_scheduler(
     """
     if cfg is None:
         return None
-    cfg = _plain(cfg, "scheduler")
+    cfg = plain_mapping(cfg, "scheduler")
     name = _check_keys(cfg, _SCHED_KEYS, "scheduler")
     if name == "none":
         return None

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import plain_mapping
 from lightning_modules.networks.conv_autoencoder import ConvAutoencoder
 from lightning_modules.networks.dncnn import DnCNN
 from lightning_modules.networks.unet import UNet
@@ -18,17 +19,6 @@ DENOISER_NETS: dict[str, type[nn.Module]] = {
     "dncnn": DnCNN,
     "unet": UNet,
 }
-
-
-def _plain(cfg: Any) -> dict[str, Any]:
-    """Return ``cfg`` as a plain dict (resolving an omegaconf DictConfig if one is given)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    if not isinstance(cfg, Mapping):
-        raise UserError(f"the network config must be a mapping like {{name: dncnn, ...}}, got {cfg!r}")
-    return dict(cfg)
 
 
 def valid_kwargs(name: str) -> list[str]:
@@ -43,7 +33,7 @@ def build_denoiser_net(cfg: Mapping[str, Any]) -> nn.Module:
     Raises UserError for a missing/unknown name, an unknown keyword, or an invalid value (e.g. depth < 2),
     with a one-line message listing what is valid.
     """
-    kwargs = _plain(cfg)
+    kwargs = plain_mapping(cfg, "network")
     name = kwargs.pop("name", None)
     if name not in DENOISER_NETS:
         raise UserError(

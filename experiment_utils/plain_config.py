@@ -1,0 +1,31 @@
+"""Turn the omegaconf containers Hydra passes into plain Python, as checkpoints and validation need."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from experiment_utils.errors import UserError
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` with every omegaconf container (also nested in dicts/lists) resolved into dicts/lists.
+
+    Hyper-parameters saved in checkpoints must be plain so they load with ``torch.load(weights_only=True)``.
+    """
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def plain_mapping(cfg: Any, what: str) -> dict[str, Any]:
+    """``cfg`` as a plain dict; UserError naming ``what`` (e.g. ``network``) when it is not a mapping."""
+    if not isinstance(cfg, Mapping | DictConfig):
+        raise UserError(f"the {what} config must be a mapping with a 'name' key, got {cfg!r}")
+    return dict(to_plain(cfg))
