@@ -77,7 +77,7 @@ def wandb_run_name_and_group() -> tuple[str | None, str | None]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return None, None
-    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths."))]
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths.", "resume="))]
     name = ",".join(overrides) or None
     group = None
     if hc.mode == RunMode.MULTIRUN:

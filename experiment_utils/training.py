@@ -58,7 +58,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl
 
-    from experiment_utils.callbacks import ParameterCountLogger, RunConfigInCheckpoint, count_parameters
+    from experiment_utils.callbacks import (
+        AttachLoggersAfterDataSetup,
+        ParameterCountLogger,
+        RunConfigInCheckpoint,
+        count_parameters,
+    )
     from experiment_utils.checkpoint_io import AtomicCheckpointIO
     from experiment_utils.run_guards import GracefulInterrupt
     from experiment_utils.speed import framework_callbacks
@@ -91,12 +96,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
-    trainer: pl.Trainer = instantiate_node(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    callbacks.insert(
+        0, AttachLoggersAfterDataSetup(loggers, {**run_config, "code": record_code_version(None)})
     )
-    code = record_code_version(None)
-    for logger in loggers:
-        logger.log_hyperparams({**run_config, "code": code})
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+    )
 
     result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
