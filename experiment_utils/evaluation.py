@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.errors import UserError
 from experiment_utils.instantiation import instantiate_loggers, instantiate_node
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> d
     import torch
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-    from experiment_utils.errors import UserError
     from lightning_modules.classical_denoisers import BASELINES
 
     unknown = [n for n in names if n not in BASELINES]
@@ -63,6 +63,23 @@ def _print_table(rows: list[tuple[str, float | None, float | None]]) -> None:
         print(f"{name:<22}{psnr_s}{ssim_s}")
 
 
+def _robust_attacks(attack_cfg: Any, kind: str) -> dict[str, dict[str, Any]]:
+    """The attacks of ``attack=fgsm|pgd``: FGSM with the same eps/norm, plus the PGD when asked for."""
+    if not attack_cfg:
+        return {}
+    from lightning_modules.adversarial import Attack
+
+    if kind != "classifier":
+        raise UserError(f"attack=... evaluates classifiers; this checkpoint is a {kind}")
+    chosen = Attack.from_config(attack_cfg)  # validates the options
+    attacks = {"fgsm": {"name": "fgsm", "eps": chosen.eps, "norm": chosen.norm, "random_start": False}}
+    if chosen.name == "pgd":
+        attacks["pgd"] = {
+            k: getattr(chosen, k) for k in ("name", "eps", "alpha", "steps", "random_start", "norm")
+        }
+    return attacks
+
+
 def _test_metrics(trainer: Any, module: Any, datamodule: Any, verbose: bool = True) -> dict[str, float]:
     """``trainer.test`` of ``module``; its scalar ``test/*`` metrics."""
     trainer.test(model=module, datamodule=datamodule, verbose=verbose)
@@ -79,6 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     from experiment_utils.ensemble import combine, load_members
+    from lightning_modules.adversarial import Attack, RobustAccuracy
     from lightning_modules.tta import transforms_of, wrap_tta
 
     tta = str(cfg.get("tta") or "none")
@@ -89,8 +107,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
     data_cfg = OmegaConf.merge(run_cfg.data, cfg.get("data") or {})
     datamodule = instantiate_node(data_cfg, "data")
+    attacks = _robust_attacks(cfg.get("attack"), kind)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
+    callbacks = [RobustAccuracy(attacks, splits=("test",))] if attacks else []
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
+    )
     for logger in loggers:
         logger.log_hyperparams(
             {
@@ -157,7 +179,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             metrics.update({f"baseline/{name}/psnr": scores["psnr"], f"baseline/{name}/ssim": scores["ssim"]})
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("baseline/")})
-    elif len(rows) > 1 and trainer.is_global_zero:
+    elif attacks and trainer.is_global_zero:
+        print(f"{'test accuracy of ' + name:<48}{'accuracy':>10}")
+        print(f"{'clean':<48}{metrics.get('test/acc', float('nan')):10.4f}")
+        for key, attack in attacks.items():
+            label = Attack.from_config(attack).label
+            print(f"{label:<48}{metrics.get(f'test/acc_{key}', float('nan')):10.4f}")
+    if kind != "denoiser" and len(rows) > 1 and trainer.is_global_zero:
         print(f"{'model':<40}{'accuracy':>10}{'loss':>10}")
         for label, s in rows:
             print(
