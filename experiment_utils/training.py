@@ -74,6 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger()]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
+    if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
+        callbacks.append(instantiate_node(cfg.distill, "distill"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
