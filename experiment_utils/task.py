@@ -67,7 +67,7 @@ def finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
-def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | list[float] | None:
     """Run ``task(cfg)`` and return its objective value (for sweepers).
 
     A UserError prints ``error: <message>`` and exits with status 2 (in a multirun the job is recorded as
@@ -121,6 +121,14 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         if is_zero and record["status"] == "completed":
             _print_summary(record, output_dir)
     objective = record.get("objective") or {}
+    if (
+        objective.get("values") is not None
+    ):  # multi-objective search (objective.also): one value per objective
+        try:
+            values = [float(v) for v in objective["values"]]
+        except (TypeError, ValueError):
+            return None
+        return values if all(math.isfinite(v) for v in values) else None
     value = objective.get("best")
     try:
         value = float(value)

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
-from experiment_utils.objective import resolve_objective
+from experiment_utils.objective import extra_objectives, resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import requeued_checkpoint
 
@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Instantiating model <%s>", cfg.model.get("_target_"))
     model = instantiate_node(cfg.model, "model")
     metric, mode = resolve_objective(cfg, model)
-    check_sweeper_direction(mode)  # an Optuna sweep must optimise the objective the same way round
+    check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -103,8 +103,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
 
+    objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best_value}
+    also = extra_objectives(cfg)
+    if also:  # multi-objective search: every objective's value, in the sweeper's direction order
+        final = {**fit_metrics, **test_metrics, **count_parameters(model)}
+        objective["metrics"] = [metric, *[m for m, _ in also]]
+        objective["modes"] = [mode, *[d for _, d in also]]
+        objective["values"] = [best_value, *[final.get(m, math.nan) for m, _ in also]]
     result.update(
-        objective={"metric": metric, "mode": mode, "best": best_value},
+        objective=objective,
         metrics={**fit_metrics, **test_metrics, **count_parameters(model), **_callback_metrics(callbacks)},
         best_checkpoint=best_path,
         is_global_zero=trainer.is_global_zero,
