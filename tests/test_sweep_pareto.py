@@ -20,6 +20,30 @@ def test_pareto_front_of_max_accuracy_min_parameters() -> None:
     assert pareto_front(points, modes) == [1, 3, 4]  # [0.85, 1000] and [0.90, 100] are dominated
 
 
+def test_multi_objective_jobs_return_every_value_and_check_the_directions(tmp_path: Path) -> None:
+    from experiment_utils.errors import UserError
+    from experiment_utils.optuna_search import check_sweeper_direction
+    from experiment_utils.task import run_task
+    from tests.test_sweep_optuna import _as_multirun
+
+    cfg = compose(
+        "train", ["experiment=digits_small_cnn", "hparams_search=classifier_nsga2"], output_dir=tmp_path
+    )
+    _as_multirun(cfg)
+
+    def job(values: list[float]):
+        objective = {"metric": "val/acc", "mode": "max", "best": values[0], "values": values}
+        return lambda _cfg: {"objective": objective, "metrics": {}}
+
+    assert run_task(job([0.9, 1000.0]), cfg) == [0.9, 1000.0]  # the sweeper's multi-objective protocol
+    assert run_task(job([0.9, float("nan")]), cfg) is None  # recorded FAILED, the study goes on
+    check_sweeper_direction("max", ["min"])
+    with pytest.raises(UserError, match="one direction per objective"):
+        check_sweeper_direction("max", ["max"])
+    with pytest.raises(UserError, match="one direction per objective"):
+        check_sweeper_direction("max")
+
+
 @pytest.mark.parametrize("preset", ["classifier_nsga2", "classifier_cmaes"])
 def test_presets_compose_with_their_samplers(preset: str) -> None:
     cfg = compose("train", ["experiment=digits_small_cnn", f"hparams_search={preset}"])
