@@ -67,6 +67,7 @@ def test_nsga2_sweep_records_both_objectives_and_draws_the_pareto_front(tmp_path
             "hydra.sweeper.n_trials=4",
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=3",  # a few steps: the test is about the bookkeeping
+            "+trainer.limit_val_batches=1",
             "test=false",
             "logger=none",
             "callbacks.rich_progress_bar=null",
