@@ -152,6 +152,20 @@ def test_dihedral_transforms_are_eight_exact_inverses() -> None:
     assert torch.allclose(TTANet(identity, "x8", "denoiser")(x), x, atol=1e-6)  # identity stays identity
 
 
+def test_classifier_tta_averages_the_probabilities_of_the_flipped_images() -> None:
+    from lightning_modules.tta import TTANet
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 6, 3))
+    x = torch.rand(5, 2, 4, 6)
+    expected = (net(x).softmax(-1) + net(torch.flip(x, dims=(-1,))).softmax(-1)) / 2
+    logits = TTANet(net, "flip", "classifier")(x)
+    assert torch.allclose(
+        logits.softmax(-1), expected, atol=1e-6
+    )  # valid logits of the averaged probabilities
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(5), atol=1e-6)
+
+
 def test_ema_decay_ramps_up_to_its_cap() -> None:
     from lightning_modules.ema import ema_decay
 
