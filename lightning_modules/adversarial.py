@@ -262,7 +262,11 @@ class AdversarialTraining(RobustAccuracy):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Overwrite the first ``share`` of the batch's images, in place, by their adversarial versions."""
+        """Overwrite the first ``share`` of the batch's images, in place, by their adversarial versions.
+
+        Lightning hands this hook the batch object that ``training_step`` then receives (after the device
+        transfer and mixup); every datamodule here makes a fresh image tensor per batch, so no data is altered.
+        """
         x, y = batch[0], batch[1]
         count = max(1, round(self.share * x.shape[0]))
         x_adv = attack_module(pl_module, x[:count], y[:count], self.attack)
