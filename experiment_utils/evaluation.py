@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.errors import UserError
 from experiment_utils.instantiation import instantiate_loggers, instantiate_node
-from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint, model_kind
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> d
     import torch
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-    from experiment_utils.errors import UserError
     from lightning_modules.classical_denoisers import BASELINES
 
     unknown = [n for n in names if n not in BASELINES]
@@ -63,25 +63,94 @@ def _print_table(rows: list[tuple[str, float | None, float | None]]) -> None:
         print(f"{name:<22}{psnr_s}{ssim_s}")
 
 
+def _robust_attacks(attack_cfg: Any, kind: str) -> dict[str, dict[str, Any]]:
+    """The attacks of ``attack=fgsm|pgd``: FGSM with the same eps/norm, plus the PGD when asked for."""
+    if not attack_cfg:
+        return {}
+    from lightning_modules.adversarial import Attack
+
+    if kind != "classifier":
+        raise UserError(f"attack=... evaluates classifiers; this checkpoint is a {kind}")
+    chosen = Attack.from_config(attack_cfg)  # validates the options
+    attacks = {"fgsm": {"name": "fgsm", "eps": chosen.eps, "norm": chosen.norm, "random_start": False}}
+    if chosen.name == "pgd":
+        attacks["pgd"] = {
+            k: getattr(chosen, k) for k in ("name", "eps", "alpha", "steps", "random_start", "norm")
+        }
+    return attacks
+
+
+def _test_metrics(trainer: Any, module: Any, datamodule: Any, verbose: bool = True) -> dict[str, float]:
+    """``trainer.test`` of ``module``; its scalar ``test/*`` metrics."""
+    trainer.test(model=module, datamodule=datamodule, verbose=verbose)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test ``cfg.ckpt_path`` on the test split its run config describes (plus ``cfg.data`` overrides)."""
+    """Test ``cfg.ckpt_path`` on the test split its run config describes (plus ``cfg.data`` overrides).
+
+    ``ckpt_path`` may list several checkpoints (an ensemble, ``experiment_utils/ensemble.py``): each member
+    is scored, then their average. ``tta=flip|x8`` scores the model (or ensemble) without and with test-time
+    augmentation (``lightning_modules/tta.py``). The last, complete combination gives the ``test/*`` metrics.
+    """
     import lightning.pytorch as pl
 
-    checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path)
-    kind = model_kind(run_cfg)
+    from experiment_utils.ensemble import combine, load_members
+    from lightning_modules.adversarial import Attack, RobustAccuracy
+    from lightning_modules.tta import transforms_of, wrap_tta
+
+    tta = str(cfg.get("tta") or "none")
+    transforms_of(tta)  # a bad mode fails before anything is loaded
+    members, kind = load_members(cfg.ckpt_path)
+    run_cfg = members[0].run_cfg
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     data_cfg = OmegaConf.merge(run_cfg.data, cfg.get("data") or {})
     datamodule = instantiate_node(data_cfg, "data")
-    model = build_module_from_checkpoint(checkpoint, run_cfg)
+    attacks = _robust_attacks(cfg.get("attack"), kind)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
+    callbacks = [RobustAccuracy(attacks, splits=("test",))] if attacks else []
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
+    )
     for logger in loggers:
         logger.log_hyperparams(
-            {"ckpt_path": str(cfg.ckpt_path), "run_config": OmegaConf.to_container(run_cfg)}
+            {
+                "ckpt_path": [m.path for m in members] if len(members) > 1 else members[0].path,
+                "tta": tta,
+                "run_config": OmegaConf.to_container(run_cfg),
+            }
         )
-    trainer.test(model=model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    # members and intermediate combinations are scored by a trainer that logs nothing
+    quiet = None
+    if len(members) > 1 or tta != "none":
+        quiet = instantiate_node(
+            cfg.trainer,
+            "trainer",
+            logger=False,
+            callbacks=[],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    rows: list[tuple[str, dict[str, float]]] = []
+    extra: dict[str, float] = {}
+    if len(members) > 1:
+        for i, member in enumerate(members):
+            scores = _test_metrics(quiet, member.module, datamodule, verbose=False)
+            rows.append(
+                (f"member {i}: {Path(member.path).parent.parent.name}/{Path(member.path).name}", scores)
+            )
+            extra.update({f"member{i}/{k}": v for k, v in scores.items()})
+    name = f"ensemble of {len(members)}" if len(members) > 1 else "model"
+    model = combine(members, kind)
+    if tta != "none":
+        scores = _test_metrics(quiet, model, datamodule, verbose=False)
+        rows.append((name, scores))
+        extra.update({f"no_tta/{k}": v for k, v in scores.items()})
+        model = wrap_tta(model, tta, kind)
+        name = f"{name} + tta {tta}"
+    metrics = _test_metrics(trainer, model, datamodule)
+    rows.append((name, metrics))
 
     objective_metric = str(run_cfg.get("objective", {}).get("metric", "val/")).replace("val/", "test/", 1)
     if objective_metric not in metrics:
@@ -92,23 +161,42 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             list(cfg.get("baselines") or []),
             _gaussian_sigma(data_cfg.get("eval_noise") or data_cfg.get("noise")),
         )
-        rows = [
+        net_name = run_cfg.model.get("net", {}).get("name", "model")
+        table = [
             ("noisy input", metrics.get("test/psnr_noisy"), None),
             *[(f"baseline: {name}", s["psnr"], s["ssim"]) for name, s in baselines.items()],
-            (
-                f"model: {run_cfg.model.get('net', {}).get('name', 'model')}",
-                metrics.get("test/psnr"),
-                metrics.get("test/ssim"),
-            ),
+            *[
+                (
+                    f"{label if label != 'model' else 'model: ' + net_name}",
+                    s.get("test/psnr"),
+                    s.get("test/ssim"),
+                )
+                for label, s in rows
+            ],
         ]
-        _print_table(rows)
+        _print_table(table)
         for name, scores in baselines.items():
             metrics.update({f"baseline/{name}/psnr": scores["psnr"], f"baseline/{name}/ssim": scores["ssim"]})
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("baseline/")})
+    elif attacks and trainer.is_global_zero:
+        print(f"{'test accuracy of ' + name:<48}{'accuracy':>10}")
+        print(f"{'clean':<48}{metrics.get('test/acc', float('nan')):10.4f}")
+        for key, attack in attacks.items():
+            label = Attack.from_config(attack).label
+            print(f"{label:<48}{metrics.get(f'test/acc_{key}', float('nan')):10.4f}")
+    if kind != "denoiser" and len(rows) > 1 and trainer.is_global_zero:
+        print(f"{'model':<40}{'accuracy':>10}{'loss':>10}")
+        for label, s in rows:
+            print(
+                f"{label:<40}{s.get('test/acc', float('nan')):10.4f}{s.get('test/loss', float('nan')):10.4f}"
+            )
+    if extra:
+        for logger in loggers:
+            logger.log_metrics(extra)
     return {
         "loggers": loggers,
         "objective": {"metric": objective_metric, "mode": "max", "best": metrics.get(objective_metric)},
-        "metrics": dict(sorted(metrics.items())),
+        "metrics": dict(sorted({**metrics, **extra}.items())),
         "is_global_zero": trainer.is_global_zero,
     }

@@ -86,14 +86,17 @@ def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any)
 def denoise_files(cfg: DictConfig) -> dict[str, Any]:
     """Denoise every image under ``cfg.input`` into ``cfg.output`` with the checkpoint ``cfg.ckpt_path``."""
     from datamodules.image_io import read_image, write_image
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from experiment_utils.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of
 
-    checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path, expected_kind="denoiser")
+    tta = str(cfg.get("tta") or "none")
+    transforms_of(tta)  # a bad mode fails before anything is loaded
+    members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")
     pairs = plan_outputs(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), bool(cfg.overwrite))
     if int(cfg.tile) <= 2 * int(cfg.overlap):
         raise UserError(f"tile={cfg.tile} must be more than twice overlap={cfg.overlap}")
     device = pick_device(str(cfg.device))
-    module = build_module_from_checkpoint(checkpoint, run_cfg).to(device)
+    module = combine(members, kind, tta).to(device)  # several checkpoints: their average; tta: self-ensemble
     for src, dst in pairs:
         image = read_image(src)
         result = denoise_array(module, image, int(cfg.tile), int(cfg.overlap), device)

@@ -24,5 +24,19 @@ def resolve_objective(cfg: DictConfig, model: Any) -> tuple[str, str]:
     if mode not in ("min", "max"):
         raise UserError(f"objective.mode={mode!r} must be min or max")
     with open_dict(cfg):
-        cfg.objective = {"metric": metric, "mode": mode}
+        cfg.objective = {**dict(objective), "metric": metric, "mode": mode}  # keeps `also` (more objectives)
     return metric, mode
+
+
+def extra_objectives(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``objective.also``: further (metric, mode) pairs of a multi-objective search (e.g. NSGA-II), checked.
+
+    Each value is read from the job's final metrics (e.g. ``model/params_trainable``, ``test/acc``).
+    """
+    pairs = []
+    for item in (cfg.get("objective") or {}).get("also") or []:
+        metric, mode = item.get("metric"), item.get("mode")
+        if not metric or mode not in ("min", "max"):
+            raise UserError(f"objective.also entries need a metric and mode min|max, got {dict(item)}")
+        pairs.append((str(metric), str(mode)))
+    return pairs

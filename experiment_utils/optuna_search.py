@@ -78,14 +78,22 @@ def _direction_name(direction: Any) -> str:
     return str(getattr(direction, "name", direction)).split(".")[-1].lower()
 
 
-def check_sweeper_direction(mode: str) -> None:
-    """Raise UserError when an Optuna sweep optimises against ``objective.mode`` (max vs minimize)."""
+def check_sweeper_direction(mode: str, also: list[str] | None = None) -> None:
+    """Raise UserError when an Optuna sweep optimises against ``objective.mode`` (max vs minimize), or, for a
+    multi-objective sweep (a list of directions), against ``[objective.mode, *objective.also modes]``."""
     sweeper = optuna_sweeper_config()
     if sweeper is None:
         return
     direction = sweeper.get("direction")
     if OmegaConf.is_list(direction) or isinstance(direction, list | tuple):
-        return  # multi-objective studies: the task returns one value, Optuna reports the mismatch itself
+        got = [_direction_name(d) for d in direction]
+        want = ["maximize" if m == "max" else "minimize" for m in [mode, *(also or [])]]
+        if got != want:
+            raise UserError(
+                f"hydra.sweeper.direction={got} but the objectives (objective.metric, then objective.also) "
+                f"want {want}: give one direction per objective, in that order"
+            )
+        return
     expected = "maximize" if mode == "max" else "minimize"
     if _direction_name(direction) != expected:
         raise UserError(

@@ -53,10 +53,14 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     from datamodules.classification_transforms import to_uint8_chw
     from datamodules.image_io import read_image
     from experiment_utils.atomic import atomic_write_text
+    from experiment_utils.ensemble import combine, load_members
     from experiment_utils.inference import pick_device
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from lightning_modules.tta import transforms_of
 
-    checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path, expected_kind="classifier")
+    tta = str(cfg.get("tta") or "none")
+    transforms_of(tta)  # a bad mode fails before anything is loaded
+    members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
+    checkpoint, module = members[0].checkpoint, members[0].module
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
     top_k = cfg.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -65,7 +69,6 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     device = pick_device(str(cfg.get("device", "auto")))
-    module = build_module_from_checkpoint(checkpoint, run_cfg)
     preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
     if not preprocess:
         raise UserError(
@@ -73,10 +76,14 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         )
     names = list(module.class_names or [])
     if cfg.get("save_adapter"):
+        if len(members) > 1:
+            raise UserError("save_adapter works with one checkpoint, not an ensemble")
         folder = module.save_adapter(str(cfg.save_adapter))
         print(f"LoRA adapters and head saved to {folder}")
     if cfg.get("merge_lora", True):
-        module.merge_adapters()
+        for member in members:
+            member.module.merge_adapters()
+    module = combine(members, "classifier", tta)  # several checkpoints: average of their probabilities
     module.to(device).eval()
     transform = eval_transform(preprocess)
     channels = int(preprocess.get("channels", 3))

@@ -24,6 +24,7 @@ import yaml
 
 from experiment_utils.atomic import atomic_write, atomic_write_text
 from experiment_utils.errors import UserError
+from experiment_utils.pareto import plot_pareto
 
 METRICS_FILE = "metrics.json"
 TRAINABLE_KEY = "model/params_trainable"
@@ -537,6 +538,7 @@ def write_summary(
     out = Path(out_dir) if out_dir is not None else summary.root
     plots_dir = out / "plots"
     plots = plot_objective_vs_params(summary, plots_dir) + plot_accuracy_vs_trainable(summary, plots_dir)
+    plots += plot_pareto(summary.jobs, plots_dir)  # multi-objective sweeps (objective.also)
     md = atomic_write_text(out / "summary.md", markdown(summary, plots))
     table = atomic_write_text(out / "summary.csv", csv_text(summary))
     summary.files = [md, table, *plots]

@@ -168,7 +168,7 @@ def _discard_empty_wandb_run(info: dict[str, Any] | None) -> dict[str, Any] | No
     return None
 
 
-def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | list[float] | None:
     """Run ``task(cfg)`` and return its objective value (for sweepers).
 
     Exit codes (README, "Runs and failures"): 0 completed; 2 a user error (config, data, checkpoint, disk
@@ -230,6 +230,12 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         return None
     _finish(record, result, output_dir, started, exit_code)
     objective = record.get("objective") or {}
+    if objective.get("values") is not None:  # multi-objective (objective.also): one value per objective
+        try:
+            values = [float(v) for v in objective["values"]]
+        except (TypeError, ValueError):
+            return None
+        return values if all(math.isfinite(v) for v in values) else None
     value = objective.get("best")
     try:
         value = float(value)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiment_utils.atomic import remove_stale_partials
 from experiment_utils.code_version import record_code_version
 from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
-from experiment_utils.objective import resolve_objective
+from experiment_utils.objective import extra_objectives, resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import slurm_restart_count
 from experiment_utils.resume import resume_point
@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Instantiating model <%s>", cfg.model.get("_target_"))
     model = instantiate_node(cfg.model, "model")
     metric, mode = resolve_objective(cfg, model)
-    check_sweeper_direction(mode)  # an Optuna sweep must optimise the objective the same way round
+    check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
 
     output_dir = Path(cfg.paths.output_dir)
     resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
@@ -93,6 +93,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
+    if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
+        callbacks.append(instantiate_node(cfg.distill, "distill"))
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
@@ -122,8 +124,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
 
+    objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best_value}
+    also = extra_objectives(cfg)
+    if also:  # multi-objective search: every objective's value, in the sweeper's direction order
+        final = {**fit_metrics, **test_metrics, **count_parameters(model)}
+        objective["metrics"] = [metric, *[m for m, _ in also]]
+        objective["modes"] = [mode, *[d for _, d in also]]
+        objective["values"] = [best_value, *[final.get(m, math.nan) for m, _ in also]]
     result.update(
-        objective={"metric": metric, "mode": mode, "best": best_value},
+        objective=objective,
         metrics={**fit_metrics, **test_metrics, **count_parameters(model), **_callback_metrics(callbacks)},
         best_checkpoint=best_path,
         is_global_zero=trainer.is_global_zero,

@@ -156,6 +156,8 @@ class ClassifierModule(pl.LightningModule):
         self.test_loss = MeanMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
         self._misclassified: list[tuple[Tensor, int, int, float]] = []
+        # extra training-loss terms added by callbacks: fn(module, x, logits, loss) -> loss (e.g. distillation)
+        self.loss_terms: list[Any] = []
 
     # --------------------------------------------------------------------------------------------- building
     @staticmethod
@@ -318,6 +320,8 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y)
+        for term in self.loss_terms:  # e.g. knowledge distillation (lightning_modules/distillation.py)
+            loss = term(self, x, logits, loss)
         hard = y if y.ndim == 1 else y.argmax(dim=1)
         self.train_acc(logits.detach(), hard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
