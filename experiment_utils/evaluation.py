@@ -75,12 +75,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate_node(data_cfg, "data")
     model = build_module_from_checkpoint(checkpoint, run_cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
+    from experiment_utils.wandb_run import WandbRunSetup
+    from experiment_utils.wandb_tables import PerImageTable
+
+    callbacks = [WandbRunSetup(), PerImageTable()]  # W&B summaries and the per-image table (W&B only)
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
+    )
     for logger in loggers:
         logger.log_hyperparams(
             {"ckpt_path": str(cfg.ckpt_path), "run_config": OmegaConf.to_container(run_cfg)}
         )
-    trainer.test(model=model, datamodule=datamodule)
+    trainer.test(model=model, datamodule=datamodule, verbose=False)  # the task prints the results
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
     objective_metric = str(run_cfg.get("objective", {}).get("metric", "val/")).replace("val/", "test/", 1)

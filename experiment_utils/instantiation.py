@@ -87,6 +87,7 @@ def wandb_run_name_and_group() -> tuple[str | None, str | None]:
 
 def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
     """Instantiate the configured Lightning loggers; W&B's ``mode: auto`` is resolved without a login prompt."""
+    from experiment_utils.console import quiet_wandb_logger
     from experiment_utils.wandb_mode import resolve_wandb_mode
 
     loggers: list[Any] = []
@@ -103,5 +104,5 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
                 if not node.get("group"):
                     node.group = group
                 os.makedirs(node.save_dir, exist_ok=True)
-        loggers.append(instantiate_node(node, f"logger.{name}"))
+        loggers.append(quiet_wandb_logger(instantiate_node(node, f"logger.{name}")))
     return loggers

@@ -14,7 +14,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiment_utils.atomic import atomic_write_json
+from experiment_utils.console import prepare_console, print_results
 from experiment_utils.errors import UserError
+from experiment_utils.wandb_run import attach_run_files
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -33,8 +35,8 @@ def in_multirun() -> bool:
 
 def _run_info(run: Any) -> dict[str, Any]:
     info = {"id": run.id, "name": run.name, "project": run.project, "group": run.group}
-    info["url"] = getattr(run, "url", None)
     info["mode"] = str(run.settings.mode)
+    info["url"] = None if info["mode"] == "offline" else getattr(run, "url", None)  # offline: a warning
     info["run_dir"] = str(Path(run.dir).parent)
     return info
 
@@ -86,6 +88,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     result: dict[str, Any] = {}
     exit_code = 1
     try:
+        prepare_console(cfg)  # noise filters, one log line per event, the config tree
         result = task(cfg)
         record["status"] = "completed"
         exit_code = 0
@@ -113,13 +116,14 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             )
             if output_dir is not None:
                 atomic_write_json(output_dir / METRICS_FILE, record)
+                attach_run_files(output_dir, cfg)  # metrics.json and the resolved config, into the W&B run
         finish_wandb(exit_code)
         if in_multirun():
             from experiment_utils.ddp_launch import release_distributed_job
 
             release_distributed_job()
         if is_zero and record["status"] == "completed":
-            _print_summary(record, output_dir)
+            print_results(record, output_dir, verbose=bool(cfg.get("verbose", False)))
     objective = record.get("objective") or {}
     value = objective.get("best")
     try:
@@ -127,21 +131,3 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _print_summary(record: dict[str, Any], output_dir: Path | None) -> None:
-    metrics = record.get("metrics") or {}
-    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.endswith("loss")}
-    if shown:
-        print("results:")
-        for key, value in shown.items():
-            print(f"  {key:<24} {value:.4f}")
-    if record.get("best_checkpoint"):
-        print(f"best checkpoint: {record['best_checkpoint']}")
-    if output_dir is not None:
-        print(f"run directory:   {output_dir}")
-    wandb_info = record.get("wandb")
-    if wandb_info and wandb_info.get("mode") == "offline":
-        print(f"W&B run saved offline; upload it with:  wandb sync {wandb_info['run_dir']}")
-    elif wandb_info and wandb_info.get("url"):
-        print(f"W&B run: {wandb_info['url']}")

@@ -12,6 +12,7 @@ from experiment_utils.instantiation import instantiate_callbacks, instantiate_lo
 from experiment_utils.objective import resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import requeued_checkpoint
+from experiment_utils.wandb_run import loggable_config
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
     for logger in loggers:
-        logger.log_hyperparams(run_config)
+        logger.log_hyperparams(loggable_config(run_config))  # without unfilled None values
 
     result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
@@ -98,7 +99,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         if best_path is None:
             log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        trainer.test(
+            model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+        )  # verbose=False: the task prints the results once, at the end
         test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
 
     result.update(
