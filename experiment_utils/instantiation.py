@@ -30,6 +30,10 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
 
     if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
         raise UserError(f"config '{what}' has no _target_: pick one with {what.split('.')[0]}=NAME")
+    if what == "trainer":
+        from experiment_utils.accelerator_check import check_accelerator
+
+        check_accelerator(node)  # trainer=gpu on a machine without CUDA: one line, not Lightning's traceback
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:

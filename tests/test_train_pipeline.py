@@ -150,5 +150,7 @@ def test_fast_dev_run_without_any_logger(tmp_path: Path) -> None:
     assert metrics["status"] == "completed" and metrics["wandb"] is None
     assert "test/psnr" in metrics["metrics"]
     rows = {ln.split()[0]: ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("psnr ")}
-    assert float(rows["psnr"][-1]) == pytest.approx(metrics["metrics"]["test/psnr"], abs=1e-3)  # results table
+    assert float(rows["psnr"][-1]) == pytest.approx(
+        metrics["metrics"]["test/psnr"], abs=1e-3
+    )  # results table
     assert not find_offline_runs(tmp_path)
