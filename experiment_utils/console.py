@@ -146,10 +146,23 @@ def print_config(cfg: DictConfig) -> None:
     Console(soft_wrap=False).print(config_tree(cfg))
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
 def prepare_console(cfg: DictConfig) -> None:
-    """Start of a job: quiet the third-party noise and print the config when ``print_config`` is true."""
+    """Start of a job: quiet the third-party noise and print the config when ``print_config`` is true.
+
+    Jobs of a ``-m`` sweep do not print the tree (Hydra prints each job's overrides as it launches it, and the
+    full config is in every job's ``.hydra/config.yaml``)."""
     quiet_third_party()
-    if cfg.get("print_config", False):
+    if cfg.get("print_config", False) and not _in_multirun():
         print_config(cfg)
 
 
