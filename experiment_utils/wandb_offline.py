@@ -67,7 +67,8 @@ def _summary_ops(metric: Any) -> list[str]:
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     """Return what an offline run holds, as plain Python values.
 
-    Keys: ``run`` (id, name, project, group, job_type, tags, notes), ``config`` (values unwrapped from
+    Keys: ``run`` (id, name, project, group, job_type, tags, notes; ``exit_code`` once the run was closed,
+    ``preempting: True`` when it was marked so), ``config`` (values unwrapped from
     W&B's ``{"value": ...}`` envelope), ``history`` (one dict per logged row), ``summary``, ``metrics``
     (``define_metric`` declarations: name or glob -> ``step_metric``, ``summary`` aggregations, ``hidden``),
     ``files`` (paths saved into the run), ``artifacts`` (name, type, aliases, ``entries``: path -> local
@@ -116,6 +117,10 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         elif kind == "summary":
             for item in record.summary.update:
                 summary[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "exit":
+            run["exit_code"] = record.exit.exit_code
+        elif kind == "preempting":
+            run["preempting"] = True
         elif kind == "metric":
             m = record.metric
             metrics[m.name or m.glob_name] = {
