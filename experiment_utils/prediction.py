@@ -54,7 +54,9 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     from datamodules.image_io import read_image
     from experiment_utils.atomic import atomic_write_text
     from experiment_utils.inference import pick_device
+    from experiment_utils.instantiation import instantiate_loggers
     from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
 
     checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path, expected_kind="classifier")
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
@@ -78,13 +80,19 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("merge_lora", True):
         module.merge_adapters()
     module.to(device).eval()
+    loggers = instantiate_loggers(cfg.get("logger"))  # logger=wandb: a W&B table of the predictions
+    thumbnails: list[Any] | None = [] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None
     transform = eval_transform(preprocess)
     channels = int(preprocess.get("channels", 3))
     k = min(top_k, len(names))
     rows: list[tuple[str, list[tuple[str, float]]]] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        batch = torch.stack([transform(to_uint8_chw(read_image(f), channels)) for f in chunk]).to(device)
+        images = [read_image(f) for f in chunk]
+        if thumbnails is not None:
+            room = max(0, PREDICT_TABLE_ROWS - len(thumbnails))
+            thumbnails += [thumbnail(to_uint8_chw(im, channels), 128) for im in images[:room]]
+        batch = torch.stack([transform(to_uint8_chw(im, channels)) for im in images]).to(device)
         probs = module.predict_proba(batch).cpu()
         values, indices = probs.topk(k, dim=-1)
         for file, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
@@ -99,4 +107,6 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
             writer.writerow([file, *[x for name, p in top for x in (name, f"{p:.6f}")]])
         atomic_write_text(Path(str(cfg.output)).expanduser(), buffer.getvalue())
         print(f"predictions written to {cfg.output}")
-    return {"metrics": {"images": len(rows)}, "predictions": rows}
+    if thumbnails is not None:
+        log_prediction_table(loggers, rows, thumbnails)
+    return {"metrics": {"images": len(rows)}, "predictions": rows, "loggers": loggers}

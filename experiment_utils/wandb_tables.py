@@ -25,21 +25,28 @@ from experiment_utils.errors import UserError
 from experiment_utils.wandb_run import wandb_loggers
 
 TABLE_KEY = "test/images"
+PREDICT_TABLE_KEY = "predict/images"
+PREDICT_TABLE_ROWS = 256  # images with a thumbnail in the predictions table (all get a row)
+PREDICT_COLUMNS = ["file", "image", "predicted", "confidence", "top_k"]
 CONFUSION_PLOT_KEY = "test/confusion_matrix_plot"
 DENOISER_COLUMNS = ["image", "noisy", "denoised", "clean", "psnr_in", "psnr_out", "ssim_in", "ssim_out"]
 CLASSIFIER_COLUMNS = ["image", "thumbnail", "true", "predicted", "confidence", "correct", "top_k"]
 
 
 def thumbnail(image: np.ndarray | Tensor, max_side: int) -> np.ndarray:
-    """H x W (x C) uint8 thumbnail whose longest side is at most ``max_side``; (C, H, W) tensors accepted."""
+    """H x W (x C) uint8 thumbnail whose longest side is at most ``max_side``.
+
+    Accepts uint8, uint16 or float-in-[0, 1] arrays (H x W or H x W x C) and (C, H, W) tensors."""
     from PIL import Image
 
     if isinstance(image, Tensor):
-        array = image.detach().float().cpu()
+        array = image.detach().cpu()
         array = array.permute(1, 2, 0).numpy() if array.ndim == 3 else array.numpy()
     else:
         array = np.asarray(image)
-    if array.dtype != np.uint8:
+    if array.dtype == np.uint16:  # 16-bit files
+        array = (array >> 8).astype(np.uint8)
+    elif array.dtype != np.uint8:  # float images in [0, 1]
         array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -206,3 +213,20 @@ def log_confusion_plot(trainer: Any, matrix: np.ndarray, class_names: list[str])
     )
     for logger in loggers:
         logger.experiment.log({CONFUSION_PLOT_KEY: chart})
+
+
+def log_prediction_table(
+    loggers: list[Any], rows: list[tuple[str, list[tuple[str, float]]]], thumbnails: list[np.ndarray]
+) -> None:
+    """Log ``scripts/predict.py``'s results as the W&B table ``predict/images``: file, image (thumbnail, for
+    the first :data:`PREDICT_TABLE_ROWS`), predicted class, its probability and the top-k."""
+    import wandb
+
+    data = []
+    for i, (file, top) in enumerate(rows):
+        image = wandb.Image(thumbnails[i]) if i < len(thumbnails) else None
+        ranked = ", ".join(f"{name} {p:.3f}" for name, p in top)
+        data.append([file, image, top[0][0], round(float(top[0][1]), 4), ranked])
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.log({PREDICT_TABLE_KEY: wandb.Table(columns=PREDICT_COLUMNS, data=data)})

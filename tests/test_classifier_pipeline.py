@@ -137,7 +137,13 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
     out_csv = tmp_path / "predictions.csv"
     ckpt = trained["metrics"]["best_checkpoint"]
     proc = run_script(
-        "predict.py", f"ckpt_path={ckpt}", f"input={inputs}", "top_k=3", f"output={out_csv}", cwd=tmp_path
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={inputs}",
+        "top_k=3",
+        f"output={out_csv}",
+        "logger=wandb",
+        cwd=tmp_path,
     )
     lines = {
         ln.split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("img_")
@@ -151,6 +157,10 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
         correct += ranked[0][0] == WORDS[labels[i]]
     assert correct >= 7, f"only {correct}/8 digits named correctly:\n{proc.stdout}"
+    # logger=wandb: the same predictions as a W&B table, one row per image
+    table = read_offline_run(find_offline_runs(tmp_path / "outputs" / "predict")[0])["tables"]["predict/images"]
+    assert table["columns"] == ["file", "image", "predicted", "confidence", "top_k"]
+    assert {row[0]: row[2] for row in table["data"]} == {f: top.split(" ")[0] for f, top in lines.items()}
     with open(out_csv, newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "class1", "prob1", "class2", "prob2", "class3", "prob3"] and len(rows) == 9
