@@ -195,7 +195,8 @@ def test_sigterm_exits_143_with_status_interrupted_and_a_loadable_last_checkpoin
     )
     assert rec["saved_step"] == STOP_STEP
     assert "Traceback" not in cut.stderr
-    assert sum("SIGTERM" in line for line in cut.stderr.splitlines() if not line.startswith("[")) <= 2
+    messages = [line for line in cut.stderr.splitlines() if line.startswith(("SIGTERM", "interrupted:"))]
+    assert len(messages) == 2 and "resume=" in messages[1], cut.stderr[-2000:]
     wandb_run = read_offline_run(rec["wandb"]["run_dir"])["run"]
     assert wandb_run["exit_code"] == 143 and wandb_run.get("preempting") is True
 
