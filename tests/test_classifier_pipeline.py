@@ -158,7 +158,9 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
         correct += ranked[0][0] == WORDS[labels[i]]
     assert correct >= 7, f"only {correct}/8 digits named correctly:\n{proc.stdout}"
     # logger=wandb: the same predictions as a W&B table, one row per image
-    table = read_offline_run(find_offline_runs(tmp_path / "outputs" / "predict")[0])["tables"]["predict/images"]
+    table = read_offline_run(find_offline_runs(tmp_path / "outputs" / "predict")[0])["tables"][
+        "predict/images"
+    ]
     assert table["columns"] == ["file", "image", "predicted", "confidence", "top_k"]
     assert {row[0]: row[2] for row in table["data"]} == {f: top.split(" ")[0] for f, top in lines.items()}
     with open(out_csv, newline="") as fh:
