@@ -109,7 +109,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate_node(data_cfg, "data")
     attacks = _robust_attacks(cfg.get("attack"), kind)
     loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks = [RobustAccuracy(attacks, splits=("test",))] if attacks else []
+    from experiment_utils.wandb_run import WandbRunSetup
+    from experiment_utils.wandb_tables import PerImageTable
+
+    callbacks: list[Any] = [WandbRunSetup(), PerImageTable()]  # W&B summaries and the per-image table
+    if attacks:
+        callbacks.append(RobustAccuracy(attacks, splits=("test",)))
     trainer: pl.Trainer = instantiate_node(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
     )
@@ -149,7 +154,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         extra.update({f"no_tta/{k}": v for k, v in scores.items()})
         model = wrap_tta(model, tta, kind)
         name = f"{name} + tta {tta}"
-    metrics = _test_metrics(trainer, model, datamodule)
+    metrics = _test_metrics(trainer, model, datamodule, verbose=False)  # the task prints the results
     rows.append((name, metrics))
 
     objective_metric = str(run_cfg.get("objective", {}).get("metric", "val/")).replace("val/", "test/", 1)

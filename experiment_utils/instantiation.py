@@ -30,6 +30,10 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
 
     if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
         raise UserError(f"config '{what}' has no _target_: pick one with {what.split('.')[0]}=NAME")
+    if what == "trainer":
+        from experiment_utils.accelerator_check import check_accelerator
+
+        check_accelerator(node)  # trainer=gpu on a machine without CUDA: one line, not Lightning's traceback
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
@@ -90,6 +94,7 @@ def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = No
 
     ``wandb_id`` continues that W&B run (a resumed or requeued run logs to the run it started).
     """
+    from experiment_utils.console import quiet_wandb_logger
     from experiment_utils.wandb_mode import resolve_wandb_mode
 
     loggers: list[Any] = []
@@ -108,5 +113,5 @@ def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = No
                 if wandb_id:
                     node.id, node.resume = wandb_id, "allow"
                 os.makedirs(node.save_dir, exist_ok=True)
-        loggers.append(instantiate_node(node, f"logger.{name}"))
+        loggers.append(quiet_wandb_logger(instantiate_node(node, f"logger.{name}")))
     return loggers

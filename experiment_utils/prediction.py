@@ -55,6 +55,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     from experiment_utils.atomic import atomic_write_text
     from experiment_utils.ensemble import combine, load_members
     from experiment_utils.inference import pick_device
+    from experiment_utils.instantiation import instantiate_loggers
+    from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
     from lightning_modules.tta import transforms_of
 
     tta = str(cfg.get("tta") or "none")
@@ -85,13 +87,19 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
             member.module.merge_adapters()
     module = combine(members, "classifier", tta)  # several checkpoints: average of their probabilities
     module.to(device).eval()
+    loggers = instantiate_loggers(cfg.get("logger"))  # logger=wandb: a W&B table of the predictions
+    thumbnails: list[Any] | None = [] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None
     transform = eval_transform(preprocess)
     channels = int(preprocess.get("channels", 3))
     k = min(top_k, len(names))
     rows: list[tuple[str, list[tuple[str, float]]]] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        batch = torch.stack([transform(to_uint8_chw(read_image(f), channels)) for f in chunk]).to(device)
+        images = [read_image(f) for f in chunk]
+        if thumbnails is not None:
+            room = max(0, PREDICT_TABLE_ROWS - len(thumbnails))
+            thumbnails += [thumbnail(to_uint8_chw(im, channels), 128) for im in images[:room]]
+        batch = torch.stack([transform(to_uint8_chw(im, channels)) for im in images]).to(device)
         probs = module.predict_proba(batch).cpu()
         values, indices = probs.topk(k, dim=-1)
         for file, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
@@ -106,4 +114,6 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
             writer.writerow([file, *[x for name, p in top for x in (name, f"{p:.6f}")]])
         atomic_write_text(Path(str(cfg.output)).expanduser(), buffer.getvalue())
         print(f"predictions written to {cfg.output}")
-    return {"metrics": {"images": len(rows)}, "predictions": rows}
+    if thumbnails is not None:
+        log_prediction_table(loggers, rows, thumbnails)
+    return {"metrics": {"images": len(rows)}, "predictions": rows, "loggers": loggers}

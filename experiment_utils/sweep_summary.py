@@ -300,15 +300,37 @@ def _wandb_cell(job: Job) -> str:
     return f"[{info['id']}]({info['url']})" if info.get("url") else f"{info['id']} ({info.get('mode', '')})"
 
 
-def extra_metrics(summary: SweepSummary) -> list[str]:
-    """Test metrics (not losses) to show next to the objective, in a stable order."""
+PER_CLASS_PREFIX = "test/acc_class/"
+PER_CLASS_TOP = 5  # per-class columns in summary.md (all of them are in summary.csv)
+
+
+def worst_classes(summary: SweepSummary, n: int = PER_CLASS_TOP) -> list[str]:
+    """The ``n`` per-class accuracy keys with the lowest value in the best job (the classes to watch)."""
+    best = summary.best
+    if best is None or n <= 0:
+        return []
+    values = {k: _finite(v) for k, v in best.metrics.items() if k.startswith(PER_CLASS_PREFIX)}
+    scored = {k: v for k, v in values.items() if v is not None}
+    return sorted(scored, key=lambda k: (scored[k], k))[:n]
+
+
+def extra_metrics(summary: SweepSummary, per_class_top: int = PER_CLASS_TOP) -> list[str]:
+    """Test metrics (not losses) to show next to the objective, in a stable order; of the per-class
+    accuracies only the ``per_class_top`` worst classes of the best job (a CIFAR-100 sweep has 100)."""
     keys: list[str] = []
     for job in summary.ranked:
-        keys += [k for k in job.metrics if k.startswith("test/") and not k.endswith("loss") and k not in keys]
-    return sorted(k for k in keys if k != summary.metric)
+        keys += [
+            k
+            for k in job.metrics
+            if k.startswith("test/")
+            and not k.endswith("loss")
+            and not k.startswith(PER_CLASS_PREFIX)
+            and k not in keys
+        ]
+    return sorted(k for k in keys if k != summary.metric) + worst_classes(summary, per_class_top)
 
 
-def markdown(summary: SweepSummary, plots: list[Path]) -> str:
+def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_CLASS_TOP) -> str:
     """summary.md: headline, best job and its command, the ranked table, failed jobs, plots."""
     jobs, best = summary.jobs, summary.best
     counts = Counter(j.status for j in jobs)
@@ -341,11 +363,18 @@ def markdown(summary: SweepSummary, plots: list[Path]) -> str:
             f"with {summary.optuna.get('best_params')}",
             "",
         ]
-    extras = extra_metrics(summary)
+    extras = extra_metrics(summary, per_class_top)
     has_params = any(TRAINABLE_KEY in j.metrics for j in summary.ranked)
     header = ["rank", "job", "status", summary.metric or "objective", *summary.swept, *extras]
     header += (["trainable params"] if has_params else []) + ["time (s)", "W&B run"]
     lines += ["## Jobs ranked by the objective", ""]
+    n_classes = len({k for j in summary.ranked for k in j.metrics if k.startswith(PER_CLASS_PREFIX)})
+    shown = sum(k.startswith(PER_CLASS_PREFIX) for k in extras)
+    if n_classes > shown:
+        lines += [
+            f"Per-class accuracy: the {shown} worst classes of the best job; all {n_classes} in summary.csv.",
+            "",
+        ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, job in enumerate(summary.ranked, 1):
         row = [str(rank), job.name, job.status, fmt(job.objective)]
@@ -518,6 +547,7 @@ def plot_accuracy_vs_trainable(summary: SweepSummary, out_dir: Path) -> list[Pat
     log = min(xs) > 0 and max(xs) / min(xs) >= 10
     if log:
         ax.set_xscale("log")
+    _readable_count_axis(ax.xaxis, log)
     ax.set_xlabel("trainable parameters (count" + (", log scale)" if log else ")"))
     y_metric = y_key or summary.metric
     ax.set_ylabel(metric_label(y_metric, summary.mode if y_metric == summary.metric else "max"))
@@ -526,20 +556,38 @@ def plot_accuracy_vs_trainable(summary: SweepSummary, out_dir: Path) -> list[Pat
     return [_save(fig, out_dir / f"{what}_vs_trainable_params.png")]
 
 
+def _readable_count_axis(axis: Any, log: bool) -> None:
+    """Parameter counts as 75k / 1.2M, at most 6 labels, no minor-tick labels: labels that never overlap."""
+    from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    formatter = EngFormatter(places=0, sep="")
+    if log:
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+    else:
+        axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=2))
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def write_summary(
-    root: str | Path, out_dir: str | Path | None = None, metric: str | None = None, mode: str | None = None
+    root: str | Path,
+    out_dir: str | Path | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    per_class_top: int = PER_CLASS_TOP,
 ) -> SweepSummary:
     """Collect the sweep in ``root`` and write summary.md, summary.csv and plots/*.png into ``out_dir``
-    (default: ``root``). Returns the summary with the written files in ``files``."""
+    (default: ``root``); summary.md shows ``per_class_top`` per-class columns. Returns the summary with the
+    written files in ``files``."""
     summary = collect(root, metric=metric, mode=mode)
     out = Path(out_dir) if out_dir is not None else summary.root
     plots_dir = out / "plots"
     plots = plot_objective_vs_params(summary, plots_dir) + plot_accuracy_vs_trainable(summary, plots_dir)
     plots += plot_pareto(summary.jobs, plots_dir)  # multi-objective sweeps (objective.also)
-    md = atomic_write_text(out / "summary.md", markdown(summary, plots))
+    md = atomic_write_text(out / "summary.md", markdown(summary, plots, per_class_top))
     table = atomic_write_text(out / "summary.csv", csv_text(summary))
     summary.files = [md, table, *plots]
     return summary

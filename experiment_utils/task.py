@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 from experiment_utils.atomic import atomic_write_json
 from experiment_utils.code_version import record_code_version
 from experiment_utils.config_check import check_override_types
+from experiment_utils.console import prepare_console, print_results
 from experiment_utils.errors import RunInterrupted, TrainingDiverged, UserError, first_line
 from experiment_utils.signals import STATE, install_signal_handlers, sigterm_exception_signal
+from experiment_utils.wandb_run import attach_run_files
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -40,8 +42,8 @@ def in_multirun() -> bool:
 
 def _run_info(run: Any) -> dict[str, Any]:
     info = {"id": run.id, "name": run.name, "project": run.project, "group": run.group}
-    info["url"] = getattr(run, "url", None)
     info["mode"] = str(run.settings.mode)
+    info["url"] = None if info["mode"] == "offline" else getattr(run, "url", None)  # offline: a warning
     info["run_dir"] = str(Path(run.dir).parent)
     return info
 
@@ -192,6 +194,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     result: dict[str, Any] = {}
     exit_code = 0
     try:
+        prepare_console(cfg)  # noise filters, one log line per event, the config tree
         if is_zero:
             record["code"] = record_code_version(output_dir)
             _write_record(output_dir, record)
@@ -213,7 +216,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             log.error("%s", error)
         else:
             _log_to_file_only(f"error: {error}")  # the console gets the one line printed below
-        _finish(record, result, output_dir, started, exit_code)
+        _finish(record, result, output_dir, started, exit_code, cfg)
         if foreign:
             raise
         if exit_code == EXIT_CRASH and not in_multirun():
@@ -228,7 +231,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
                 print(f"error: {error}", file=sys.stderr)
             raise SystemExit(exit_code) from None
         return None
-    _finish(record, result, output_dir, started, exit_code)
+    _finish(record, result, output_dir, started, exit_code, cfg)
     objective = record.get("objective") or {}
     if objective.get("values") is not None:  # multi-objective (objective.also): one value per objective
         try:
@@ -245,7 +248,12 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 
 def _finish(
-    record: dict[str, Any], result: dict[str, Any], output_dir: Path | None, started: float, exit_code: int
+    record: dict[str, Any],
+    result: dict[str, Any],
+    output_dir: Path | None,
+    started: float,
+    exit_code: int,
+    cfg: DictConfig,
 ) -> None:
     """Write the final record, close the W&B run, release DDP state; print the summary of a completed run."""
     loggers = result.get("loggers", [])
@@ -263,34 +271,18 @@ def _finish(
             duration_s=round(time.time() - started, 2),
         )
         _write_record(output_dir, record)
+        if output_dir is not None:
+            attach_run_files(output_dir, cfg)  # metrics.json and the resolved config, into the W&B run
     finish_wandb(exit_code, preempted=record["status"] == "interrupted")
     if in_multirun():
         from experiment_utils.ddp_launch import release_distributed_job
 
         release_distributed_job()
     if is_zero and completed:
-        _print_summary(record, output_dir)
+        print_results(record, output_dir, verbose=bool(cfg.get("verbose", False)))
 
 
 def _print_interrupted(error: RunInterrupted, output_dir: Path | None) -> None:
     saved = f"; last.ckpt saved to {STATE.saved_checkpoint}" if STATE.saved_checkpoint else ""
     again = f"; continue with: python scripts/train.py resume={output_dir}" if STATE.saved_checkpoint else ""
     print(f"interrupted: {error}{saved}{again}", file=sys.stderr)
-
-
-def _print_summary(record: dict[str, Any], output_dir: Path | None) -> None:
-    metrics = record.get("metrics") or {}
-    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.endswith("loss")}
-    if shown:
-        print("results:")
-        for key, value in shown.items():
-            print(f"  {key:<24} {value:.4f}")
-    if record.get("best_checkpoint"):
-        print(f"best checkpoint: {record['best_checkpoint']}")
-    if output_dir is not None:
-        print(f"run directory:   {output_dir}")
-    wandb_info = record.get("wandb")
-    if wandb_info and wandb_info.get("mode") == "offline":
-        print(f"W&B run saved offline; upload it with:  wandb sync {wandb_info['run_dir']}")
-    elif wandb_info and wandb_info.get("url"):
-        print(f"W&B run: {wandb_info['url']}")

@@ -17,6 +17,7 @@ from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import slurm_restart_count
 from experiment_utils.resume import resume_point
 from experiment_utils.run_checkpoint import check_resumable_checkpoint
+from experiment_utils.wandb_run import loggable_config
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     callbacks.insert(
-        0, AttachLoggersAfterDataSetup(loggers, {**run_config, "code": record_code_version(None)})
+        0,
+        AttachLoggersAfterDataSetup(
+            loggers,
+            loggable_config({**run_config, "code": record_code_version(None)}),  # without unfilled None
+        ),
     )
     trainer: pl.Trainer = instantiate_node(
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
@@ -121,7 +126,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         if best_path is None:
             log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        trainer.test(
+            model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+        )  # verbose=False: the task prints the results once, at the end
         test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
 
     objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best_value}

@@ -31,6 +31,7 @@ from lightning_modules.backbones import (
     read_weights_file,
 )
 from lightning_modules.backbones import reset_head as reset_backbone_head
+from lightning_modules.error_gallery import ConfidentErrors
 from lightning_modules.finetuning import (
     apply_finetuning,
     check_finetune,
@@ -155,7 +156,7 @@ class ClassifierModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
-        self._misclassified: list[tuple[Tensor, int, int, float]] = []
+        self._misclassified = ConfidentErrors(num_misclassified, num_classes or 2)
         # extra training-loss terms added by callbacks: fn(module, x, logits, loss) -> loss (e.g. distillation)
         self.loss_terms: list[Any] = []
 
@@ -348,24 +349,21 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         """Start collecting misclassified test images."""
-        self._misclassified = []
+        self._misclassified = ConfidentErrors(self.hparams["num_misclassified"], self.num_classes or 2)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Update the test metrics and the confusion matrix; keep the first misclassified images."""
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Update the test metrics and the confusion matrix; keep the most confident misclassified images.
+
+        Returns the logits (for callbacks such as ``experiment_utils.wandb_tables.PerImageTable``)."""
         x, y = batch
         logits = self(x)
         self.test_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.test_metrics.update(logits.detach(), y)
         self.test_confusion.update(logits.detach(), y)
-        want = self.hparams["num_misclassified"] - len(self._misclassified)
-        if want > 0 and self.global_rank == 0:
-            probs = logits.detach().float().softmax(dim=-1)
-            conf, pred = probs.max(dim=-1)
-            for i in torch.nonzero(pred != y).flatten()[:want].tolist():
-                self._misclassified.append(
-                    (x[i].detach().float().cpu(), int(y[i]), int(pred[i]), float(conf[i]))
-                )
+        if self.global_rank == 0:
+            self._misclassified.offer(x, y, logits)
+        return logits
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics (per-class accuracy for every class), the confusion matrix and misclassified images."""
@@ -375,6 +373,7 @@ class ClassifierModule(pl.LightningModule):
         if self.global_rank != 0 or self._trainer is None or not self.trainer.loggers:
             return
         from experiment_utils.image_logging import log_image_panels
+        from experiment_utils.wandb_tables import log_confusion_plot
         from lightning_modules.classification_plots import confusion_matrix_image, image_grid
 
         names = list(self.class_names or [])
@@ -384,10 +383,12 @@ class ClassifierModule(pl.LightningModule):
             [confusion_matrix_image(matrix, names)],
             ["rows: true, columns: predicted"],
         )
-        if self._misclassified:
-            images = [self._denormalize(s[0]) for s in self._misclassified]
-            titles = [f"{names[t]} → {names[p]} ({c:.2f})" for _, t, p, c in self._misclassified]
-            caption = f"first {len(images)} misclassified test images: true → predicted (confidence)"
+        log_confusion_plot(self.trainer, matrix, names)  # W&B's interactive matrix beside the PNG
+        errors = self._misclassified.select()
+        if errors:
+            images = [self._denormalize(s[0]) for s in errors]
+            titles = [f"{names[t]} → {names[p]} ({c:.2f})" for _, t, p, c in errors]
+            caption = f"{len(images)} most confident misclassified test images, spread over the true classes"
             log_image_panels(self.trainer, "test/misclassified", [image_grid(images, titles)], [caption])
 
     def _log_split(self, split: str, metrics: MetricCollection, per_class: bool) -> Tensor:
@@ -487,7 +488,7 @@ class ClassifierModule(pl.LightningModule):
             lr = head_lr if is_head else base_lr * scale
             label = "head" if is_head else (f"layer{layer}" if layer_of else "backbone")
             for group in param_groups_without_decay(params, weight_decay, no_decay):
-                group.update(lr=lr, name=f"{label}{'' if group['weight_decay'] else '_no_decay'}")
+                group.update(lr=lr, name=f"{label}{'_no_decay' if group['name'] == 'no_decay' else ''}")
                 groups.append(group)
         if not groups:
             raise UserError(f"finetune={self.strategy} leaves no parameter to train in {hp['backbone']}")

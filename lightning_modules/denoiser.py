@@ -45,7 +45,8 @@ def make_panel(noisy: Tensor, denoised: Tensor, clean: Tensor) -> np.ndarray:
 class DenoiserModule(pl.LightningModule):
     """Train/evaluate a denoising network built from ``net`` (see ``networks.registry``).
 
-    Batches are ``(noisy, clean)`` float tensors in [0, 1]. Logs ``train/loss``; ``val/loss``, ``val/psnr``,
+    Batches are ``(noisy, clean)`` float tensors in [0, 1]. Logs ``train/loss`` (per step) and
+    ``train/loss_epoch`` (epoch mean); ``val/loss``, ``val/psnr``,
     ``val/ssim``, ``val/psnr_noisy`` (PSNR of the input), ``val/psnr_best`` (best val/psnr so far); the same
     for ``test/`` (no best). Metrics use outputs clamped to [0, 1]. Each validation epoch, panels
     noisy | denoised | clean of the first ``num_panels`` validation images go to the loggers.
@@ -94,6 +95,8 @@ class DenoiserModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self._panel_samples: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._epoch_loss_sum: Tensor | None = None  # train/loss_epoch: sum and count of this epoch's losses
+        self._epoch_loss_count = 0
 
     def setup(self, stage: str) -> None:
         """Give each process fresh metric states: under ddp_spawn on CPU the pickled module's state tensors
@@ -145,6 +148,27 @@ class DenoiserModule(pl.LightningModule):
         )
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        """Start this epoch's mean training loss."""
+        self._epoch_loss_sum: Tensor | None = None
+        self._epoch_loss_count = 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Add the step's loss to the epoch's mean (summed on the device: no wait for the GPU)."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            n = len(batch[0])
+            total = loss.detach().float() * n
+            self._epoch_loss_sum = total if self._epoch_loss_sum is None else self._epoch_loss_sum + total
+            self._epoch_loss_count += n
+
+    def on_train_epoch_end(self) -> None:
+        """Log ``train/loss_epoch``, the epoch's mean training loss (averaged over processes)."""
+        if self._epoch_loss_sum is not None and self._epoch_loss_count:
+            mean = self._epoch_loss_sum / self._epoch_loss_count
+            self.log("train/loss_epoch", mean, on_epoch=True, sync_dist=True)
+        self._epoch_loss_sum = None
+
     # -------------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
         """Start collecting this epoch's panel samples."""
@@ -183,9 +207,9 @@ class DenoiserModule(pl.LightningModule):
         log_image_panels(self.trainer, key="val/panels", images=images, captions=captions)
 
     # -------------------------------------------------------------------------------------------------- test
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Update the test metrics."""
-        self._eval_step(batch, "test", self.test_psnr, self.test_ssim, self.test_psnr_noisy)
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Update the test metrics; return the denoised batch (for ``experiment_utils.wandb_tables``)."""
+        return self._eval_step(batch, "test", self.test_psnr, self.test_ssim, self.test_psnr_noisy)
 
     def on_test_epoch_end(self) -> None:
         """Log test PSNR/SSIM for the whole test set."""

@@ -57,7 +57,8 @@ def param_groups_without_decay(
 
     Biases and normalisation weights (every tensor with ndim <= 1), names ending in ``.bias`` and names in
     ``no_decay_names`` (e.g. timm's ``model.no_weight_decay()``) are not decayed. Frozen parameters
-    (``requires_grad=False``) are left out; empty groups are dropped. Pass the result to ``build_optimizer``.
+    (``requires_grad=False``) are left out; empty groups are dropped. The groups are named ``decay`` and
+    ``no_decay`` (the learning-rate monitor's curve names). Pass the result to ``build_optimizer``.
     """
     skip = set(no_decay_names)
     decay: list[nn.Parameter] = []
@@ -70,8 +71,8 @@ def param_groups_without_decay(
         else:
             decay.append(param)
     groups = [
-        {"params": decay, "weight_decay": float(weight_decay)},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": float(weight_decay), "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
     ]
     return [g for g in groups if g["params"]]
 

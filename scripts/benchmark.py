@@ -18,6 +18,9 @@ def main(cfg: DictConfig) -> None:
 
     try:
         from experiment_utils.benchmarking import run_benchmark
+        from experiment_utils.console import quiet_third_party
+
+        quiet_third_party()  # the framework runs inside: one log line per event, no third-party tips
 
         report = run_benchmark(
             mode=cfg.mode,

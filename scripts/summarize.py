@@ -25,13 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", help="folder for summary.md, summary.csv and plots/ (default: the sweep folder)"
     )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=5,
+        help="per-class accuracy columns in summary.md: the N worst classes of the best job (all in the CSV)",
+    )
     args = parser.parse_args(argv)
 
     from experiment_utils.errors import UserError
     from experiment_utils.sweep_summary import report_lines, write_summary
 
     try:
-        summary = write_summary(args.sweep_dir, out_dir=args.out, metric=args.metric, mode=args.mode)
+        summary = write_summary(
+            args.sweep_dir, out_dir=args.out, metric=args.metric, mode=args.mode, per_class_top=args.per_class
+        )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ TRAIN = [
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
     "logger=wandb",
+    "callbacks.per_image_table.max_rows=1000",  # every test image in the W&B table
     "tags=[pytest]",
 ]
 
@@ -95,6 +96,22 @@ def test_wandb_run_holds_metrics_and_test_images(trained: dict) -> None:
         Path(runs[0]).rglob("misclassified_*.png")
     )
     assert len(media) == 2
+    # the interactive confusion matrix beside the PNG, and one table row per test image
+    chart = run["charts"]["test/confusion_matrix_plot"]
+    assert chart["preset"] == "wandb/confusion_matrix/v1"
+    cells = run["tables"][chart["table"]]["data"]
+    n_test = int(sum(count for _, _, count in cells))
+    table = run["tables"]["test/images"]
+    assert table["columns"] == ["image", "thumbnail", "true", "predicted", "confidence", "correct", "top_k"]
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert len(rows) == n_test > 300 and len({r["image"] for r in rows}) == n_test
+    assert all(r["true"] in WORDS and r["correct"] == (r["true"] == r["predicted"]) for r in rows)
+    assert all(r["top_k"].startswith(f"{r['predicted']} ") and len(r["top_k"].split(", ")) == 3 for r in rows)
+    accuracy = sum(r["correct"] for r in rows) / n_test
+    assert accuracy == pytest.approx(trained["metrics"]["metrics"]["test/acc"], abs=1e-6)
+    logged_lr = {k for row in run["history"] for k in row if k.startswith("lr")}
+    assert logged_lr == {"lr/backbone", "lr/head"}
+    assert run["summary"]["val/acc"]["max"] == pytest.approx(trained["metrics"]["metrics"]["val/acc_best"])
 
 
 def test_eval_reproduces_the_test_accuracy_from_the_checkpoint_alone(trained: dict, tmp_path: Path) -> None:
@@ -120,7 +137,13 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
     out_csv = tmp_path / "predictions.csv"
     ckpt = trained["metrics"]["best_checkpoint"]
     proc = run_script(
-        "predict.py", f"ckpt_path={ckpt}", f"input={inputs}", "top_k=3", f"output={out_csv}", cwd=tmp_path
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={inputs}",
+        "top_k=3",
+        f"output={out_csv}",
+        "logger=wandb",
+        cwd=tmp_path,
     )
     lines = {
         ln.split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("img_")
@@ -134,6 +157,12 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
         correct += ranked[0][0] == WORDS[labels[i]]
     assert correct >= 7, f"only {correct}/8 digits named correctly:\n{proc.stdout}"
+    # logger=wandb: the same predictions as a W&B table, one row per image
+    table = read_offline_run(find_offline_runs(tmp_path / "outputs" / "predict")[0])["tables"][
+        "predict/images"
+    ]
+    assert table["columns"] == ["file", "image", "predicted", "confidence", "top_k"]
+    assert {row[0]: row[2] for row in table["data"]} == {f: top.split(" ")[0] for f, top in lines.items()}
     with open(out_csv, newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "class1", "prob1", "class2", "prob2", "class3", "prob3"] and len(rows) == 9

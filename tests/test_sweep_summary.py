@@ -150,3 +150,52 @@ def test_not_a_sweep_folder_is_a_user_error(tmp_path: Path) -> None:
         collect(tmp_path)
     proc = run_script("summarize.py", str(tmp_path / "missing"), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "is not a folder" in proc.stderr
+
+
+def test_per_class_columns_only_for_the_worst_classes_of_the_best_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "cifar100"
+    for job, (lr, acc) in enumerate([("1e-3", 0.6), ("1e-2", 0.5)]):
+        per_class = {f"test/acc_class/c{i:02d}": acc + (i % 50) / 100 - 0.2 for i in range(100)}
+        make_job(sweep, str(job), [f"model.optimizer.lr={lr}"], finetune_record(acc, 1000, **per_class))
+    write_summary(sweep, per_class_top=3)
+    md = (sweep / "summary.md").read_text()
+    header = next(ln for ln in md.splitlines() if ln.startswith("| rank |"))
+    per_class = [c.strip() for c in header.split("|") if "acc_class" in c]
+    assert per_class == ["test/acc_class/c00", "test/acc_class/c50", "test/acc_class/c01"]  # lowest first
+    assert "the 3 worst classes of the best job; all 100 in summary.csv" in md
+    with open(sweep / "summary.csv", newline="") as f:
+        assert sum("acc_class" in c for c in next(csv.reader(f))) == 100
+
+
+def test_trainable_parameter_labels_do_not_overlap() -> None:
+    import itertools
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from experiment_utils.sweep_summary import _readable_count_axis
+
+    for xs, log in (([1.2e4, 2.3e7], True), ([7.5e4, 9.1e4], False)):
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.add_subplot(1, 1, 1)
+        ax.scatter(xs, [0.5, 0.6])
+        if log:
+            ax.set_xscale("log")
+        _readable_count_axis(ax.xaxis, log)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        area = ax.get_window_extent(renderer)
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        boxes = sorted(
+            (
+                t.get_window_extent(renderer)
+                for t in labels
+                if area.x0 - 20 <= t.get_window_extent(renderer).x0 <= area.x1
+            ),
+            key=lambda b: b.x0,
+        )
+        texts = [t.get_text() for t in labels]
+        assert len(boxes) >= 2, texts
+        assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes)), texts
+        assert all(len(t) <= 5 for t in texts), texts  # 75k, 10M: not 75000 or 1e+07

@@ -148,5 +148,9 @@ def test_fast_dev_run_without_any_logger(tmp_path: Path) -> None:
     run_dir = single_run_dir(tmp_path, "debug")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["wandb"] is None
-    assert "test/psnr" in metrics["metrics"] and "test/psnr" in proc.stdout
+    assert "test/psnr" in metrics["metrics"]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("psnr ")}
+    assert float(rows["psnr"][-1]) == pytest.approx(
+        metrics["metrics"]["test/psnr"], abs=1e-3
+    )  # results table
     assert not find_offline_runs(tmp_path)
