@@ -46,17 +46,60 @@ def eval_transform(preprocess: dict[str, Any]) -> Any:
     )
 
 
-def predict_files(cfg: DictConfig) -> dict[str, Any]:
-    """Classify every image under ``cfg.input`` with ``cfg.ckpt_path``; print (and optionally save) the top-k."""
-    import torch
+def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], list[str]]:
+    """(model, preprocessing, class names) of ``cfg.ckpt_path`` (a ClassifierModule, LoRA merged unless
+    ``merge_lora=false``) or ``cfg.model_path`` (an exported file); the model has ``predict_proba``."""
+    if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_path")):
+        raise UserError(
+            "give exactly one of ckpt_path=<checkpoint> and model_path=<exported .onnx or .pt file>"
+        )
+    if cfg.get("model_path"):
+        from deployment.exported_model import ExportedModel
 
-    from datamodules.classification_transforms import to_uint8_chw
-    from datamodules.image_io import read_image
-    from experiment_utils.atomic import atomic_write_text
-    from experiment_utils.inference import pick_device
+        model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
+        return model, dict(model.preprocess or {}), list(model.class_names or [])
     from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 
     checkpoint, run_cfg = load_run_checkpoint(cfg.ckpt_path, expected_kind="classifier")
+    module = build_module_from_checkpoint(checkpoint, run_cfg)
+    preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
+    if not preprocess:
+        raise UserError(
+            f"{cfg.ckpt_path} does not record its preprocessing: use a checkpoint written by scripts/train.py"
+        )
+    if cfg.get("save_adapter"):
+        folder = module.save_adapter(str(cfg.save_adapter))
+        print(f"LoRA adapters and head saved to {folder}")
+    if cfg.get("merge_lora", True):
+        module.merge_adapters()
+    return module.to(device).eval(), preprocess, list(module.class_names or [])
+
+
+def classify_arrays(model: Any, preprocess: dict[str, Any], names: list[str], images: list[Any], k: int,
+                    device: Any, transform: Any = None) -> list[list[tuple[str, float]]]:  # fmt: skip
+    """Top-``k`` (class name, probability) of each image array (as read by ``read_image``), in one batch."""
+    import torch
+
+    from datamodules.classification_transforms import to_uint8_chw
+
+    transform = transform or eval_transform(preprocess)
+    channels = int(preprocess.get("channels", 3))
+    batch = torch.stack([transform(to_uint8_chw(image, channels)) for image in images]).to(device)
+    with torch.inference_mode():
+        values, indices = model.predict_proba(batch).cpu().topk(min(k, len(names)), dim=-1)
+    return [
+        [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
+        for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+
+
+def predict_files(cfg: DictConfig) -> dict[str, Any]:
+    """Classify every image under ``cfg.input`` with ``cfg.ckpt_path`` or ``cfg.model_path``; print (and
+    optionally save) the top-k."""
+    from datamodules.image_io import read_image
+    from experiment_utils.atomic import atomic_write_text
+    from experiment_utils.inference import pick_device
+
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
     top_k = cfg.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -65,30 +108,14 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     device = pick_device(str(cfg.get("device", "auto")))
-    module = build_module_from_checkpoint(checkpoint, run_cfg)
-    preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
-    if not preprocess:
-        raise UserError(
-            f"{cfg.ckpt_path} does not record its preprocessing: use a checkpoint written by scripts/train.py"
-        )
-    names = list(module.class_names or [])
-    if cfg.get("save_adapter"):
-        folder = module.save_adapter(str(cfg.save_adapter))
-        print(f"LoRA adapters and head saved to {folder}")
-    if cfg.get("merge_lora", True):
-        module.merge_adapters()
-    module.to(device).eval()
+    model, preprocess, names = load_classifier(cfg, device)
     transform = eval_transform(preprocess)
-    channels = int(preprocess.get("channels", 3))
     k = min(top_k, len(names))
     rows: list[tuple[str, list[tuple[str, float]]]] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        batch = torch.stack([transform(to_uint8_chw(read_image(f), channels)) for f in chunk]).to(device)
-        probs = module.predict_proba(batch).cpu()
-        values, indices = probs.topk(k, dim=-1)
-        for file, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-            top = [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
+        tops = classify_arrays(model, preprocess, names, [read_image(f) for f in chunk], k, device, transform)
+        for file, top in zip(chunk, tops, strict=True):
             rows.append((file.relative_to(base).as_posix(), top))
             print(f"{rows[-1][0]}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
     if cfg.get("output"):
