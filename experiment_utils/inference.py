@@ -127,12 +127,17 @@ def denoise_arrays(module: Any, images: list[Any], tile: int, overlap: int, devi
     return results
 
 
-def load_denoiser(cfg: DictConfig, device: Any) -> Any:
-    """The denoiser of ``cfg.ckpt_path`` (a DenoiserModule) or ``cfg.model_path`` (an exported file)."""
+def check_model_choice(cfg: Any) -> None:
+    """UserError unless exactly one of ``cfg.ckpt_path`` (checkpoint) and ``cfg.model_path`` (exported) is set."""
     if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_path")):
         raise UserError(
             "give exactly one of ckpt_path=<checkpoint> and model_path=<exported .onnx or .pt file>"
         )
+
+
+def load_denoiser(cfg: DictConfig, device: Any) -> Any:
+    """The denoiser of ``cfg.ckpt_path`` (a DenoiserModule) or ``cfg.model_path`` (an exported file)."""
+    check_model_choice(cfg)
     if cfg.get("model_path"):
         from deployment.exported_model import ExportedModel
 
@@ -147,6 +152,7 @@ def denoise_files(cfg: DictConfig) -> dict[str, Any]:
     """Denoise every image under ``cfg.input`` into ``cfg.output`` with ``cfg.ckpt_path`` or ``cfg.model_path``."""
     from datamodules.image_io import read_image, write_image
 
+    check_model_choice(cfg)
     pairs = plan_outputs(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), bool(cfg.overwrite))
     if int(cfg.tile) <= 2 * int(cfg.overlap):
         raise UserError(f"tile={cfg.tile} must be more than twice overlap={cfg.overlap}")

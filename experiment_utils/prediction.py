@@ -49,10 +49,9 @@ def eval_transform(preprocess: dict[str, Any]) -> Any:
 def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], list[str]]:
     """(model, preprocessing, class names) of ``cfg.ckpt_path`` (a ClassifierModule, LoRA merged unless
     ``merge_lora=false``) or ``cfg.model_path`` (an exported file); the model has ``predict_proba``."""
-    if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_path")):
-        raise UserError(
-            "give exactly one of ckpt_path=<checkpoint> and model_path=<exported .onnx or .pt file>"
-        )
+    from experiment_utils.inference import check_model_choice
+
+    check_model_choice(cfg)
     if cfg.get("model_path"):
         from deployment.exported_model import ExportedModel
 
@@ -98,8 +97,9 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     optionally save) the top-k."""
     from datamodules.image_io import read_image
     from experiment_utils.atomic import atomic_write_text
-    from experiment_utils.inference import pick_device
+    from experiment_utils.inference import check_model_choice, pick_device
 
+    check_model_choice(cfg)
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
     top_k = cfg.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> None:
     """Run the serve task (until interrupted)."""
     from deployment.server import serve
-
     from experiment_utils.task import run_task
 
     run_task(serve, cfg)
