@@ -134,6 +134,22 @@ def test_classifier_torchscript_and_safetensors_carry_preprocessing(runs: dict, 
     assert script["report"]["rows"][1]["max_abs_diff_vs_reference"] <= 1e-4
     rows = script["report"]["rows"]
     assert rows[1]["test_accuracy"] == pytest.approx(rows[0]["test_accuracy"], abs=1e-6)
+    # predict.py on the TorchScript file gives the checkpoint's answers
+    from datamodules.digits import digits_arrays
+    from datamodules.image_io import write_image
+    from experiment_utils.prediction import predict_files
+
+    images, _ = digits_arrays()
+    for i in range(6):
+        write_image(tmp_path / "in" / f"d{i}.png", images[100 + i])
+    args = {"input": str(tmp_path / "in"), "top_k": 2, "device": "cpu"}
+    via_file = predict_files(OmegaConf.create({**args, "model_path": str(tmp_path / "ts" / "model.pt")}))
+    via_ckpt = predict_files(OmegaConf.create({**args, "ckpt_path": ckpt}))
+    for (name_a, top_a), (name_b, top_b) in zip(
+        via_file["predictions"], via_ckpt["predictions"], strict=True
+    ):
+        assert name_a == name_b and [c for c, _ in top_a] == [c for c, _ in top_b]
+        assert [p for _, p in top_a] == pytest.approx([p for _, p in top_b], abs=1e-5)
     _task("export", tmp_path / "st", f"ckpt_path={ckpt}", "format=safetensors", "bench.metric=false")
     with safe_open(str(tmp_path / "st" / "model.safetensors"), "pt") as fh:
         assert json.loads(fh.metadata()["imagelab"])["class_names"] == meta["class_names"]
