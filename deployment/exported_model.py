@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from deployment.source import METADATA_KEY
-from experiment_utils.errors import UserError
+from experiment_utils.errors import UserError, first_line
 
 LOADABLE = (".onnx", ".pt")
 """File endings ``ExportedModel`` runs (safetensors holds weights only: load it into the network instead)."""
@@ -64,8 +64,7 @@ class ExportedModel:
         except UserError:
             raise
         except Exception as exc:  # onnx/onnxruntime/torch raise many types for foreign or corrupt files
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load exported model {self.path}: {first}") from None
+            raise UserError(f"cannot load exported model {self.path}: {first_line(exc, 160)}") from None
         self.kind: str = self.metadata["kind"]
         self.channels: int = int(self.metadata["channels"])
         self.preprocess: dict[str, Any] | None = self.metadata.get("preprocess")
