@@ -9,6 +9,7 @@ the HTTP server run an exported file exactly like a checkpoint.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
     elif file.suffix == ".pt":
         extra = {f"{METADATA_KEY}.json": ""}
-        torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
         meta = extra[f"{METADATA_KEY}.json"] or None
     sidecar = Path(f"{file}.json")
     if meta is None and sidecar.is_file():
@@ -84,7 +87,9 @@ class ExportedModel:
             self.script = None
         else:
             self.device = torch.device(device)
-            self.script = torch.jit.load(str(self.path), map_location=self.device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+                self.script = torch.jit.load(str(self.path), map_location=self.device).eval()
             self.session = None
 
     def expect(self, kind: str) -> ExportedModel:

@@ -6,7 +6,7 @@ the endpoint) answers 415 to a body that is not a multipart upload, 413 to one o
 a malformed one; the worker answers 415 to a file that is not an image, 400 to a corrupt one, 413 to one with
 too many pixels and 422 to a wrong channel count. Such answers are made per request, so a bad request that
 lands in the same batch as good ones does not fail them (LitServe fails a whole batch when one of its
-requests raises).
+requests raises). Each answer says in its ``X-Batch-Size`` header how many requests ran in its batch.
 """
 
 # no ``from __future__ import annotations``: LitServe reads decode_request's annotation as a class
@@ -71,7 +71,8 @@ class UploadGuard:
     """ASGI middleware for ``POST <path>``: 415 unless multipart, 413 over ``max_bytes``, 400 when malformed.
 
     It reads the body (counting, so a missing or false Content-Length cannot bypass the limit), checks that it
-    parses as multipart form data with a file field, then hands the same body to the endpoint.
+    parses as multipart form data with a file field, then hands the file to the endpoint as a JSON body
+    ``{"filename", "data": base64}`` (LitServe's queue to the worker process cannot carry an UploadFile).
     """
 
     def __init__(self, app: Any, path: str = "/predict", max_bytes: int = 20_000_000) -> None:
@@ -221,7 +222,7 @@ class ImageAPI(ls.LitAPI):
             )
         out = list(items)
         for i, result in zip(valid, results, strict=True):
-            out[i] = (result, items[i])
+            out[i] = (result, items[i], len(items))
         return out if isinstance(x, list) else out[0]
 
     def encode_response(self, output: Any) -> Response:
@@ -230,12 +231,14 @@ class ImageAPI(ls.LitAPI):
 
         if isinstance(output, Rejected):
             return error_response(output.status, output.detail)
-        result, upload = output
+        result, upload, batch_size = output
+        headers = {"X-Batch-Size": str(batch_size)}
         if self.kind == "classifier":
-            return JSONResponse({"top_k": [{"class": name, "prob": prob} for name, prob in result]})
+            top = [{"class": name, "prob": prob} for name, prob in result]
+            return JSONResponse({"top_k": top}, headers=headers)
         with tempfile.TemporaryDirectory() as tmp:
             path = write_image(Path(tmp) / f"denoised{upload.suffix}", result)
-            return Response(content=path.read_bytes(), media_type=upload.media_type)
+            return Response(content=path.read_bytes(), media_type=upload.media_type, headers=headers)
 
 
 def server_config(cfg: DictConfig) -> dict[str, Any]:

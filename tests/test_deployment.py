@@ -58,7 +58,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     serve = root / "serve"
     export(compose("export", [f"ckpt_path={cls['ckpt']}", "bench.metric=false"], output_dir=serve))
     started = [
-        Server(serve, f"ckpt_path={den['ckpt']}", "max_pixels=20000", "max_upload_mb=0.2"),
+        Server(
+            serve, f"ckpt_path={den['ckpt']}", "max_pixels=20000", "max_upload_mb=0.2", "batch_timeout=0.3"
+        ),
         Server(serve, f"model_path={serve / 'model.onnx'}", "top_k=3"),
     ]
     try:
@@ -391,6 +393,7 @@ def test_server_denoises_like_denoise_py_under_concurrent_clients(
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(send, jobs))
     assert answers[-1].status_code == 415  # refused alone: its batch-mates still get their images
+    assert max(int(a.headers["x-batch-size"]) for a in answers[:-1]) > 1  # concurrent requests were batched
     for file, answer in zip(jobs[:-1], answers[:-1], strict=True):
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == ("image/png" if file.suffix == ".png" else "image/tiff")
