@@ -196,7 +196,11 @@ class PatchSampler(DistributedSampler):
     """
 
     def __init__(
-        self, dataset: TrainPatches, num_replicas: int = 1, rank: int = 0, resume_at: tuple[int, int] | None = None
+        self,
+        dataset: TrainPatches,
+        num_replicas: int = 1,
+        rank: int = 0,
+        resume_at: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self._epoch_set = False
@@ -456,7 +460,9 @@ class DenoisingDataModule(pl.LightningDataModule):
         trainer = attached_trainer(self)
         if trainer is None or not trainer.training:
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # processed, not completed: a checkpoint written in on_train_batch_end (an interruption) has stepped on
+        # a batch that Lightning counts as completed only when it resumes
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"epoch": int(trainer.current_epoch), "train_batches_done": int(done)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

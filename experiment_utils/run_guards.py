@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torchmetrics import Metric
 
 from experiment_utils.errors import RunInterrupted, TrainingDiverged
 from experiment_utils.signals import STATE
@@ -44,23 +45,27 @@ class GracefulInterrupt(pl.Callback):
             raise RunInterrupted(STATE.signum or signal.SIGTERM, _position(trainer))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a training step when a signal arrived."""
+        """Stop after a training step when a signal arrived (every rank has as many training batches)."""
         STATE.trained_steps += 1
         self._check(trainer)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a validation batch when a signal arrived."""
-        self._check(trainer)
+        """Stop after a validation batch when a signal arrived (one process only: under DDP the ranks score
+        different numbers of images, so a per-batch agreement would deadlock; they stop at the next step)."""
+        if trainer.world_size == 1:
+            self._check(trainer)
 
     def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a test batch when a signal arrived."""
-        self._check(trainer)
+        """Stop after a test batch when a signal arrived (one process only, as for validation)."""
+        if trainer.world_size == 1:
+            self._check(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         """Save ``last.ckpt`` when fitting was interrupted by a signal (Lightning's SIGTERM path included)."""
-        interrupted = isinstance(exception, RunInterrupted | KeyboardInterrupt)
+        # after a signal, any error counts as its consequence (e.g. data-loader workers that Ctrl+C ended)
+        interrupted = isinstance(exception, RunInterrupted | KeyboardInterrupt) or STATE.signum is not None
         interrupted = interrupted or type(exception).__name__ == "SIGTERMException"
         dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
         fitting = trainer.state.fn is not None and str(trainer.state.fn.value) == "fit"
@@ -78,9 +83,14 @@ class GracefulInterrupt(pl.Callback):
         log.info("saved %s after the interruption (%s)", path, _position(trainer))
 
 
-def _non_finite_tensor(state_dict: dict[str, Any]) -> str | None:
-    for name, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+def _non_finite_weight(module: torch.nn.Module) -> str | None:
+    """The name of a parameter or buffer of ``module`` holding NaN/inf (metric states such as a best-so-far
+    of -inf are not weights and are skipped), else None."""
+    metrics = [name for name, sub in module.named_modules() if isinstance(sub, Metric) and name]
+    for name, value in [*module.named_parameters(), *module.named_buffers()]:
+        if any(name.startswith(prefix + ".") for prefix in metrics):
+            continue
+        if value.is_floating_point() and not torch.isfinite(value).all():
             return name
     return None
 
@@ -128,7 +138,7 @@ class NonFiniteLossGuard(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         """Refuse to write weights that are NaN/inf (they would look like a usable best/last checkpoint)."""
-        name = _non_finite_tensor(checkpoint.get("state_dict", {}))
+        name = _non_finite_weight(pl_module)
         if name is not None:
             raise TrainingDiverged(
                 f"weight {name} is not finite {_position(trainer)}: no checkpoint written; lower "

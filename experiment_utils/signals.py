@@ -9,6 +9,7 @@ stops immediately. Light imports only (the task wrapper installs the handlers be
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,12 +34,19 @@ class _SignalState:
         self.trainer: Any = None  # the running lightning Trainer
         self.saved_checkpoint: str | None = None
         self.trained_steps = 0  # training steps done in this process (0: a failure left nothing to keep)
+        self.pid = os.getpid()  # the process whose run this is (forked workers inherit the handler)
 
 
 STATE = _SignalState()
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != STATE.pid:  # a forked child (data-loader worker) inherited this handler: default action
+        if signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     if STATE.signum is not None:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: stop now

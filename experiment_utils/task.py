@@ -128,6 +128,12 @@ def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
     first = _first_error(exc)
     if isinstance(first, RunInterrupted):
         return "interrupted", first.exit_code, first
+    if STATE.signum is not None and not isinstance(first, UserError | TrainingDiverged):
+        # an error after a signal is its consequence (e.g. data-loader workers that Ctrl+C ended)
+        interrupted = RunInterrupted(
+            STATE.signum, f"({type(first).__name__} while stopping: {first_line(first)})"
+        )
+        return "interrupted", interrupted.exit_code, interrupted
     disk_full = _disk_full_error(exc)
     if disk_full is not None:
         return "failed", EXIT_USER_ERROR, disk_full

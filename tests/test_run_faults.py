@@ -168,7 +168,9 @@ def interrupted_and_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> d
     assert whole.returncode == 0, whole_out[1][-3000:]
     [cut_dir] = run_dirs(cut_root)
     interrupted = record(cut_dir)
-    interrupted["saved_step"] = torch.load(cut_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    interrupted["saved_step"] = torch.load(cut_dir / "checkpoints" / "last.ckpt", weights_only=True)[
+        "global_step"
+    ]
     resumed = train(cut_root, f"resume={cut_dir}", "callbacks.fault=null")
     return {
         "whole": record(run_dirs(whole_root)[0]),
@@ -188,10 +190,13 @@ def test_sigterm_exits_143_with_status_interrupted_and_a_loadable_last_checkpoin
     assert cut.returncode == 143, cut.stderr[-3000:]
     assert rec["status"] == "interrupted" and rec["signal"] == "SIGTERM"
     assert f"step {STOP_STEP}" in rec["error"]
-    assert rec["last_checkpoint"] == str(interrupted_and_uninterrupted["cut_dir"] / "checkpoints" / "last.ckpt")
+    assert rec["last_checkpoint"] == str(
+        interrupted_and_uninterrupted["cut_dir"] / "checkpoints" / "last.ckpt"
+    )
     assert rec["saved_step"] == STOP_STEP
     assert "Traceback" not in cut.stderr
-    assert sum("SIGTERM" in line for line in cut.stderr.splitlines() if not line.startswith("[")) <= 2
+    messages = [line for line in cut.stderr.splitlines() if line.startswith(("SIGTERM", "interrupted:"))]
+    assert len(messages) == 2 and "resume=" in messages[1], cut.stderr[-2000:]
     wandb_run = read_offline_run(rec["wandb"]["run_dir"])["run"]
     assert wandb_run["exit_code"] == 143 and wandb_run.get("preempting") is True
 
@@ -222,6 +227,8 @@ def test_run_files_follow_the_umask_and_record_the_code_version(interrupted_and_
     code = record(run_dir)["code"]
     assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
     assert (run_dir / "code.diff").is_file() == code["dirty"]
+    wandb_config = read_offline_run(record(run_dir)["wandb"]["run_dir"])["config"]
+    assert wandb_config["code"]["commit"] == code["commit"]
 
 
 @pytest.mark.slow
