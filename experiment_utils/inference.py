@@ -47,56 +47,126 @@ def plan_outputs(input_path: Path, output_dir: Path, overwrite: bool) -> list[tu
     return pairs
 
 
-def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any) -> Any:
-    """Denoise one uint8/uint16 (H, W) or (H, W, 3) array; returns the same shape and dtype.
+def _model_stacks(x: Any, channels: int) -> list[Any]:
+    """A (C, H, W) image as the (channels, H, W) stacks a ``channels``-channel model takes (see denoise_array)."""
+    if x.shape[0] == channels:
+        return [x]
+    if channels == 1:
+        return [x[c : c + 1] for c in range(x.shape[0])]
+    if channels == 3 and x.shape[0] == 1:
+        return [x.expand(3, -1, -1)]
+    raise UserError(f"the model expects {channels} channels, the image has {x.shape[0]}")
 
-    A colour image through a grayscale model is denoised channel by channel; a grayscale image through a
-    colour model is repeated to three channels and averaged back.
-    """
+
+def _to_chw(image: Any) -> Any:
+    import torch
+
+    from datamodules.image_io import to_float
+
+    x = torch.from_numpy(to_float(image))
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+
+
+def _from_stacks(outs: list[Any], image: Any) -> Any:
+    """Put the denoised stacks of ``image`` back together as an array of its shape and dtype."""
     import numpy as np
     import torch
 
-    from datamodules.image_io import from_float, to_float
+    from datamodules.image_io import from_float
+
+    y = torch.cat(outs, dim=0)
+    in_channels = 1 if image.ndim == 2 else image.shape[2]
+    if y.shape[0] != in_channels:
+        y = y.mean(dim=0, keepdim=True)
+    y = y[0] if image.ndim == 2 else y.permute(1, 2, 0)
+    return from_float(np.asarray(y.numpy()), image.dtype)
+
+
+def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any) -> Any:
+    """Denoise one uint8/uint16 (H, W) or (H, W, 3) array; returns the same shape and dtype.
+
+    ``module`` is a DenoiserModule or an exported model (``deployment.exported_model.ExportedModel``): anything
+    with ``channels`` and ``denoise(batch)``. A colour image through a grayscale model is denoised channel by
+    channel; a grayscale image through a colour model is repeated to three channels and averaged back.
+    """
+    import torch
+
     from lightning_modules.tiled_inference import denoise_tiled
 
-    x = torch.from_numpy(to_float(image))
-    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    channels = module.channels
-    if x.shape[0] == channels:
-        stacks = [x]
-    elif channels == 1:
-        stacks = [x[c : c + 1] for c in range(x.shape[0])]
-    elif channels == 3 and x.shape[0] == 1:
-        stacks = [x.expand(3, -1, -1)]
-    else:
-        raise UserError(f"the model expects {channels} channels, the image has {x.shape[0]}")
+    stacks = _model_stacks(_to_chw(image), module.channels)
 
     def run(t: Any) -> Any:
         return module.denoise(t.to(device)).cpu()
 
     with torch.inference_mode():
         outs = [denoise_tiled(run, s, tile=tile, overlap=overlap) for s in stacks]
-    y = torch.cat(outs, dim=0)
-    if y.shape[0] != x.shape[0]:
-        y = y.mean(dim=0, keepdim=True)
-    y = y[0] if image.ndim == 2 else y.permute(1, 2, 0)
-    return from_float(np.asarray(y.numpy()), image.dtype)
+    return _from_stacks(outs, image)
 
 
-def denoise_files(cfg: DictConfig) -> dict[str, Any]:
-    """Denoise every image under ``cfg.input`` into ``cfg.output`` with the checkpoint ``cfg.ckpt_path``."""
-    from datamodules.image_io import read_image, write_image
+def denoise_arrays(module: Any, images: list[Any], tile: int, overlap: int, device: Any) -> list[Any]:
+    """Denoise several arrays like ``denoise_array``; those of one shape and dtype that fit in one tile go
+    through the network as a single batch (the HTTP server's request batching)."""
+    import torch
+
+    groups: dict[Any, list[int]] = {}
+    for i, image in enumerate(images):
+        fits = max(image.shape[:2]) <= tile
+        groups.setdefault((image.shape, image.dtype.str) if fits else i, []).append(i)
+    results: list[Any] = [None] * len(images)
+    for indices in groups.values():
+        if len(indices) == 1:
+            results[indices[0]] = denoise_array(module, images[indices[0]], tile, overlap, device)
+            continue
+        stacks = [_model_stacks(_to_chw(images[i]), module.channels) for i in indices]
+        with torch.inference_mode():
+            out = module.denoise(torch.stack([s for group in stacks for s in group]).to(device)).cpu()
+        start = 0
+        for i, group in zip(indices, stacks, strict=True):
+            results[i] = _from_stacks(list(out[start : start + len(group)]), images[i])
+            start += len(group)
+    return results
+
+
+def check_model_choice(cfg: Any) -> None:
+    """UserError unless exactly one of ``cfg.ckpt_path`` (checkpoint) and ``cfg.model_path`` (exported) is set."""
+    if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_path")):
+        raise UserError(
+            "give exactly one of ckpt_path=<checkpoint> and model_path=<exported .onnx or .pt file>"
+        )
+
+
+def load_denoiser(cfg: DictConfig, device: Any) -> Any:
+    """The denoiser of ``cfg.ckpt_path`` or ``cfg.model_path``.
+
+    ``ckpt_path`` is a DenoiserModule checkpoint or a list of them (an ensemble: their average), with
+    ``tta=flip|x8`` applied on top; ``model_path`` is a file written by ``scripts/export.py``.
+    """
     from experiment_utils.ensemble import combine, load_members
     from lightning_modules.tta import transforms_of
 
+    check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
     transforms_of(tta)  # a bad mode fails before anything is loaded
+    if cfg.get("model_path"):
+        if tta != "none":
+            raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
+        from deployment.exported_model import ExportedModel
+
+        return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
     members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")
+    return combine(members, kind, tta).to(device)  # several checkpoints: their average; tta: self-ensemble
+
+
+def denoise_files(cfg: DictConfig) -> dict[str, Any]:
+    """Denoise every image under ``cfg.input`` into ``cfg.output`` with ``cfg.ckpt_path`` or ``cfg.model_path``."""
+    from datamodules.image_io import read_image, write_image
+
+    check_model_choice(cfg)
     pairs = plan_outputs(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), bool(cfg.overwrite))
     if int(cfg.tile) <= 2 * int(cfg.overlap):
         raise UserError(f"tile={cfg.tile} must be more than twice overlap={cfg.overlap}")
     device = pick_device(str(cfg.device))
-    module = combine(members, kind, tta).to(device)  # several checkpoints: their average; tta: self-ensemble
+    module = load_denoiser(cfg, device)
     for src, dst in pairs:
         image = read_image(src)
         result = denoise_array(module, image, int(cfg.tile), int(cfg.overlap), device)

@@ -46,31 +46,30 @@ def eval_transform(preprocess: dict[str, Any]) -> Any:
     )
 
 
-def predict_files(cfg: DictConfig) -> dict[str, Any]:
-    """Classify every image under ``cfg.input`` with ``cfg.ckpt_path``; print (and optionally save) the top-k."""
-    import torch
+def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], list[str]]:
+    """(model, preprocessing, class names) of ``cfg.ckpt_path`` or ``cfg.model_path``; the model has
+    ``predict_proba``.
 
-    from datamodules.classification_transforms import to_uint8_chw
-    from datamodules.image_io import read_image
-    from experiment_utils.atomic import atomic_write_text
+    ``ckpt_path`` is a ClassifierModule checkpoint (LoRA merged unless ``merge_lora=false``) or a list of
+    them (an ensemble: the average of their probabilities), with ``tta=flip`` applied on top; ``model_path``
+    is a file written by ``scripts/export.py``.
+    """
     from experiment_utils.ensemble import combine, load_members
-    from experiment_utils.inference import pick_device
-    from experiment_utils.instantiation import instantiate_loggers
-    from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
+    from experiment_utils.inference import check_model_choice
     from lightning_modules.tta import transforms_of
 
+    check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
     transforms_of(tta)  # a bad mode fails before anything is loaded
+    if cfg.get("model_path"):
+        if tta != "none":
+            raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
+        from deployment.exported_model import ExportedModel
+
+        model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
+        return model, dict(model.preprocess or {}), list(model.class_names or [])
     members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
     checkpoint, module = members[0].checkpoint, members[0].module
-    files, base = list_inputs(Path(str(cfg.input)).expanduser())
-    top_k = cfg.get("top_k", 5)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise UserError(f"top_k must be an integer >= 1, got {top_k!r}")
-    batch_size = cfg.get("batch_size", 32)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    device = pick_device(str(cfg.get("device", "auto")))
     preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
     if not preprocess:
         raise UserError(
@@ -85,8 +84,50 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("merge_lora", True):
         for member in members:
             member.module.merge_adapters()
-    module = combine(members, "classifier", tta)  # several checkpoints: average of their probabilities
-    module.to(device).eval()
+    model = combine(members, "classifier", tta)  # several checkpoints: average of their probabilities
+    return model.to(device).eval(), preprocess, names
+
+
+def classify_arrays(model: Any, preprocess: dict[str, Any], names: list[str], images: list[Any], k: int,
+                    device: Any, transform: Any = None) -> list[list[tuple[str, float]]]:  # fmt: skip
+    """Top-``k`` (class name, probability) of each image array (as read by ``read_image``), in one batch."""
+    import torch
+
+    from datamodules.classification_transforms import to_uint8_chw
+
+    transform = transform or eval_transform(preprocess)
+    channels = int(preprocess.get("channels", 3))
+    batch = torch.stack([transform(to_uint8_chw(image, channels)) for image in images]).to(device)
+    with torch.inference_mode():
+        values, indices = model.predict_proba(batch).cpu().topk(min(k, len(names)), dim=-1)
+    return [
+        [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
+        for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+
+
+def predict_files(cfg: DictConfig) -> dict[str, Any]:
+    """Classify every image under ``cfg.input`` with ``cfg.ckpt_path`` or ``cfg.model_path``; print (and
+    optionally save) the top-k."""
+    from datamodules.classification_transforms import to_uint8_chw
+    from datamodules.image_io import read_image
+    from experiment_utils.atomic import atomic_write_text
+    from experiment_utils.inference import check_model_choice, pick_device
+    from experiment_utils.instantiation import instantiate_loggers
+    from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
+    from lightning_modules.tta import transforms_of
+
+    check_model_choice(cfg)
+    transforms_of(str(cfg.get("tta") or "none"))  # a bad mode fails before anything is loaded
+    files, base = list_inputs(Path(str(cfg.input)).expanduser())
+    top_k = cfg.get("top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UserError(f"top_k must be an integer >= 1, got {top_k!r}")
+    batch_size = cfg.get("batch_size", 32)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    device = pick_device(str(cfg.get("device", "auto")))
+    model, preprocess, names = load_classifier(cfg, device)
     loggers = instantiate_loggers(cfg.get("logger"))  # logger=wandb: a W&B table of the predictions
     thumbnails: list[Any] | None = [] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None
     transform = eval_transform(preprocess)
@@ -99,11 +140,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         if thumbnails is not None:
             room = max(0, PREDICT_TABLE_ROWS - len(thumbnails))
             thumbnails += [thumbnail(to_uint8_chw(im, channels), 128) for im in images[:room]]
-        batch = torch.stack([transform(to_uint8_chw(im, channels)) for im in images]).to(device)
-        probs = module.predict_proba(batch).cpu()
-        values, indices = probs.topk(k, dim=-1)
-        for file, vals, idxs in zip(chunk, values.tolist(), indices.tolist(), strict=True):
-            top = [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
+        tops = classify_arrays(model, preprocess, names, images, k, device, transform)
+        for file, top in zip(chunk, tops, strict=True):
             rows.append((file.relative_to(base).as_posix(), top))
             print(f"{rows[-1][0]}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
     if cfg.get("output"):

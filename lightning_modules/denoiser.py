@@ -61,6 +61,7 @@ class DenoiserModule(pl.LightningModule):
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         num_panels: int = 4,
+        checkpoint_path: str | None = None,
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = (to_plain(v) for v in (net, loss, optimizer, scheduler))
@@ -73,6 +74,7 @@ class DenoiserModule(pl.LightningModule):
                 "optimizer": optimizer,
                 "scheduler": scheduler,
                 "num_panels": num_panels,
+                "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
             }
         )
         self.net = build_denoiser_net(net)
@@ -97,6 +99,7 @@ class DenoiserModule(pl.LightningModule):
         self._panel_samples: list[tuple[Tensor, Tensor, Tensor]] = []
         self._epoch_loss_sum: Tensor | None = None  # train/loss_epoch: sum and count of this epoch's losses
         self._epoch_loss_count = 0
+        self._weights_loaded = False
 
     def setup(self, stage: str) -> None:
         """Give each process fresh metric states: under ddp_spawn on CPU the pickled module's state tensors
@@ -105,6 +108,32 @@ class DenoiserModule(pl.LightningModule):
             metric.reset()
         for metric in (self.test_psnr, self.test_psnr_noisy, self.test_ssim, self.test_loss):
             metric.reset()
+        stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
+        if stage == "fit" and self.hparams.get("checkpoint_path") and not self._weights_loaded:
+            self.load_initial_weights(self.hparams["checkpoint_path"])
+
+    def load_initial_weights(self, path: str) -> None:
+        """Start from the network weights of another denoiser checkpoint (``model.checkpoint_path``).
+
+        Loaded when fitting starts (never when a checkpoint is re-opened), so a fine-tuned run does not need
+        the file later. The network must have the same architecture: a UserError names the settings to use
+        (e.g. ``model.net.width`` of a pruned checkpoint written by scripts/compress.py).
+        """
+        from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+
+        checkpoint, run_cfg = load_run_checkpoint(path, expected_kind="denoiser")
+        source = build_module_from_checkpoint(checkpoint, run_cfg).net.state_dict()
+        own = self.net.state_dict()
+        wrong = [k for k in own if k not in source or source[k].shape != own[k].shape]
+        if wrong or len(source) != len(own):
+            raise UserError(
+                f"model.checkpoint_path={path} holds another network ({dict(run_cfg.model.net)}) than model.net "
+                f"({self.hparams['net']}); set model.net to the checkpoint's"
+            )
+        self.net.load_state_dict(source)
+        self._weights_loaded = True
+        if self.global_rank == 0:
+            print(f"weights: network loaded from {path}")
 
     @staticmethod
     def _check_optim_config(optimizer: dict, scheduler: dict | None) -> None:

@@ -1,0 +1,28 @@
+"""Export a checkpoint: ``python scripts/export.py ckpt_path=... format=onnx|torchscript|safetensors [output=...]``.
+
+ONNX gets a dynamic batch (and height/width for denoisers); the metadata a user needs (kind, channels, a
+classifier's preprocessing and class names) goes inside the file and beside it as ``<file>.json``. The file is
+loaded back and compared with PyTorch on real test images (parity, latency); see docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from experiment_utils.resolvers import register_resolvers
+
+register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Run the export task."""
+    from deployment.export_task import export
+    from experiment_utils.task import run_task
+
+    run_task(export, cfg)
+
+
+if __name__ == "__main__":
+    main()
