@@ -46,7 +46,7 @@ import torch
 
 from experiment_utils.atomic import atomic_write_json, atomic_write_text
 from experiment_utils.errors import UserError
-from experiment_utils.step_overhead import overhead_ms, tiny_cases, window_overhead_ms
+from experiment_utils.step_overhead import lightning_alone_run, overhead_ms, tiny_cases, window_overhead_ms
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +549,7 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
     for m, case in enumerate(plan.models):
         fw, bare, first = [], [], []
         fw_durations, bare_durations, fw_cpu, bare_cpu = [], [], [], []
+        alone: dict[str, list] = {"steps_per_s": [], "durations": [], "cpu_durations": []}
         peak_dev = 0
         for rep in range(plan.repeats):
             run_dir = work / f"overhead_{m}_{rep}"
@@ -562,6 +563,9 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
             bare.append(bare_res["steps_per_s"])
             bare_durations.append(bare_res["durations"])
             bare_cpu.append(bare_res["cpu_durations"])
+            if case.overhead_goal_ms is not None:  # near-zero rows: Lightning alone as a third reference
+                for key, value in lightning_alone_run(res["trainer"], case).items():
+                    alone[key].append(value)
             del res
             if not keep_runs:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -594,10 +598,22 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
                     if all(fw_durations) and all(bare_durations)
                     else window_overhead_ms(fw, bare)
                 ),
+                "lightning_alone": _lightning_alone(alone, bare, bare_durations, bare_cpu),
             }
         )
         log.info("overhead %s: ratio %.3f", case.name, rows[-1]["ratio"])
     return rows
+
+
+def _lightning_alone(
+    alone: dict[str, list], bare: list[float], bare_durations: list[list[float]], bare_cpu: list[list[float]]
+) -> dict[str, Any] | None:
+    """Lightning alone - bare loop (ms/step) from ``lightning_alone_run``'s records; None when not measured."""
+    if not alone["steps_per_s"]:
+        return None
+    if all(alone["durations"]) and all(bare_durations):
+        return overhead_ms(alone["durations"], bare_durations, alone["cpu_durations"], bare_cpu)
+    return window_overhead_ms(alone["steps_per_s"], bare)
 
 
 def data_section(plan: Plan, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -747,6 +763,16 @@ def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list
     return {"variants": variants, "resident_vs_loader": resident}
 
 
+def select_variants(variants: list[tuple[str, list[str]]], words: list[str]) -> list[tuple[str, list[str]]]:
+    """The fast-path variants whose name contains one of ``words``; a UserError when none does."""
+    words = [str(w) for w in words]
+    kept = [v for v in variants if any(w in v[0] for w in words)]
+    if not kept:
+        names = "; ".join(name for name, _ in variants)
+        raise UserError(f"fast_path_variants={words} matches no variant of this mode: {names}")
+    return kept
+
+
 def write_cifar_like(root: Path, n_train: int, n_test: int) -> Path:
     """Random CIFAR-10-shaped data in the official pickle format under ``root`` (no download)."""
     import numpy as np
@@ -802,11 +828,14 @@ def run_benchmark(
     sections: list[str] | None = None,
     keep_runs: bool = False,
     threads: int | None = None,
+    fast_path_variants: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the plan of ``mode``, write ``report.json`` and ``report.md`` to ``out_dir``; return the report.
 
     ``threads`` sets torch's intra-op threads (None = torch's default); one thread makes CPU timings on a
     machine shared with other jobs much steadier (two OpenMP threads stall each other when one is descheduled).
+    ``fast_path_variants``: run only the fast-path variants whose name contains one of these words (None = all;
+    the first one kept is the speed-up baseline).
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -829,6 +858,8 @@ def run_benchmark(
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     plan = make_plan(mode, work / "cifar", repeats)
+    if fast_path_variants is not None:
+        plan.fast_path_variants = select_variants(plan.fast_path_variants, fast_path_variants)
     write_cifar_like(work / "cifar", *plan.cifar_images)
     report: dict[str, Any] = {
         "mode": mode,
@@ -935,6 +966,10 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _sub(a: Any, b: Any) -> float | None:
+    return None if a is None or b is None or math.isnan(a) or math.isnan(b) else a - b
+
+
 def _overhead_ms_cell(row: dict[str, Any]) -> str:
     value = row.get("overhead_ms", math.nan)
     if value is None or math.isnan(value):
@@ -985,6 +1020,24 @@ def render_markdown(report: dict[str, Any]) -> str:
             "framework - bare, ms/step: median over chunks of consecutive steps (each chunk holds its logger "
             "writes) of the step durations of all repeats, framework minus bare loop (CPU only).",
         ]
+        split = [r for r in report["overhead"] if r.get("lightning_alone")]
+        if split:
+            lines += [
+                "",
+                "### Where the per-step overhead goes (near-zero-compute models, ms/step)",
+                "",
+                "| model | framework - bare (wall / CPU) | Lightning alone - bare (wall / CPU) | "
+                "this project's part: framework - Lightning alone (wall / CPU) |",
+                "| --- | --- | --- | --- |",
+            ]
+            for r in split:
+                a = r["lightning_alone"]
+                own = _sub(r.get("overhead_ms"), a.get("overhead_ms"))
+                own_cpu = _sub(r.get("overhead_cpu_ms"), a.get("overhead_cpu_ms"))
+                lines.append(
+                    f"| {r['model']} | {_num(r.get('overhead_ms'))} / {_num(r.get('overhead_cpu_ms'))} | "
+                    f"{_num(a.get('overhead_ms'))} / {_num(a.get('overhead_cpu_ms'))} | {_num(own)} / {_num(own_cpu)} |"
+                )
     if report.get("data"):
         lines += [
             "",

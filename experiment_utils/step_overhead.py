@@ -4,7 +4,10 @@ On a GPU a step of a small model takes a few milliseconds, so the Python work Li
 around each step (hooks, logging, progress bar, callbacks) decides the speed. The benchmark measures it with
 models that compute almost nothing (``tiny_cases``): a 2-layer, 1-channel DnCNN on 8 px patches and a
 2-channel small CNN classifier on 8 images, both on GPU-resident data (batches made by a few tensor operations),
-so a step is nearly all overhead and ``framework - bare loop`` in ms/step is the framework's cost.
+so a step is nearly all overhead and ``framework - bare loop`` in ms/step is the framework's cost. A third run,
+``lightning_alone_run``, trains the same network, loss, optimizer and data through a plain LightningModule and a
+Trainer without logger, callbacks or scheduler: it splits that cost into Lightning's own loop and what this
+project adds (callbacks, logging, LR schedule, W&B).
 
 Timing: every timed step's duration (batch start to batch start) is recorded; the steps are grouped in
 consecutive chunks of ``CHUNK`` steps and the median chunk mean is the robust ms/step. A chunk of 50 steps
@@ -17,6 +20,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from typing import Any
+
+import lightning.pytorch as pl
+import torch
 
 CHUNK = 50  # steps per chunk: a multiple of trainer.log_every_n_steps (10 or 50), so each holds its logging
 GOAL_MS = 1.0  # framework - bare loop, ms per step, on CPU (issue 13)
@@ -95,6 +101,57 @@ def _chunk_for(*runs: Sequence[Sequence[float]]) -> int:
     return max(1, min(CHUNK, shortest))
 
 
+class PlainModule(pl.LightningModule):
+    """The least a LightningModule can be: ``loss_fn(net(x), y)`` per step, one optimizer, nothing logged."""
+
+    def __init__(self, net: torch.nn.Module, loss_fn: Any, param_groups: list[dict], optimizer: dict) -> None:
+        super().__init__()
+        self.net, self.loss_fn = net, loss_fn
+        self._groups, self._optimizer = param_groups, optimizer
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Forward and loss of one (input, target) batch."""
+        x, y = batch[:2]
+        return self.loss_fn(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The framework run's optimizer (same kind, settings and parameter groups)."""
+        from lightning_modules.optim import build_optimizer
+
+        return build_optimizer(self._groups, self._optimizer)
+
+
+def lightning_alone_run(trainer: pl.Trainer, case: Any) -> dict[str, Any]:
+    """``case`` through Lightning alone: the framework run's network (a copy), loss, optimizer and data module
+    in a ``PlainModule`` on a Trainer with no logger, callbacks, progress bar, checkpoints or validation."""
+    from experiment_utils.benchmarking import StepTimer, _bare_parts
+    from lightning_modules.optim import param_groups_without_decay
+
+    net, loss_fn, opt_cfg = _bare_parts(trainer.lightning_module)
+    groups = param_groups_without_decay(net.named_parameters(), float(opt_cfg.get("weight_decay", 0.0)))
+    timer = StepTimer(case.warmup, case.steps)
+    plain = pl.Trainer(
+        accelerator=trainer.strategy.root_device.type,
+        devices=1,
+        precision=trainer.precision,
+        max_epochs=1,
+        limit_train_batches=case.warmup + case.steps + 1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        callbacks=[timer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    plain.fit(PlainModule(net, loss_fn, groups, opt_cfg), datamodule=trainer.datamodule)
+    return {
+        "steps_per_s": timer.steps_per_s,
+        "durations": timer.durations,
+        "cpu_durations": timer.cpu_durations,
+    }
+
+
 def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = ()) -> list[Any]:
     """The near-zero-compute model rows of the overhead section (denoiser and classifier), as ``ModelCase``.
 
@@ -105,7 +162,7 @@ def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = 
 
     batches = warmup + steps + 1
     denoiser = ModelCase(
-        "tiny denoiser (DnCNN 2 x 1, 8 px, batch 8): per-step overhead",
+        "tiny denoiser (DnCNN 2 x 1, 8 px, batch 8)",
         [
             *extra,
             "data=denoise_photos_gpu",  # batches made by tensor ops: the data path costs next to nothing
@@ -124,7 +181,7 @@ def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = 
         overhead_goal_ms=GOAL_MS,
     )
     classifier = ModelCase(
-        "tiny classifier (small CNN 2 ch, 32 px, batch 8): per-step overhead",
+        "tiny classifier (small CNN 2 ch, 32 px, batch 8)",
         [
             *extra,
             "model=classifier",
