@@ -25,7 +25,7 @@ def test_dry_run_checks_the_plan_and_the_configs(tmp_path: Path) -> None:
     assert "hydra-core omegaconf wandb" in text
     assert "-m gpu tests/test_gpu.py" in text and "scripts/benchmark.py mode=gpu" in text
     assert "experiment=denoise_dncnn_s_gpu data=denoise_photos_gpu" in text
-    assert "++trainer.max_time=00:00:02:30" in text and "+data.eval_crop=256" in text
+    assert "++trainer.max_time=00:00:02:20" in text and "+data.eval_crop=256" in text
     limits = [int(line.split("(limit ")[1].split(" s)")[0]) for line in plan if line.startswith("step ")]
     assert sum(limits) <= 480 and "total of the step limits: 480 s (budget 480 s)" in text
     # every Hydra command composed with --cfg job, and the gpu tests collected
@@ -33,7 +33,7 @@ def test_dry_run_checks_the_plan_and_the_configs(tmp_path: Path) -> None:
         assert f"ok      {check}" in proc.stdout, proc.stdout
     assert "dry run: the plan checks out" in proc.stdout
     composed = (tmp_path / "out" / "steps" / "dry_cfg_job_train.log").read_text()
-    assert "GPUResidentDenoisingDataModule" in composed and "max_time: 00:00:02:30" in composed
+    assert "GPUResidentDenoisingDataModule" in composed and "max_time: 00:00:02:20" in composed
     assert "4 tests collected" in (tmp_path / "out" / "steps" / "dry_gpu_tests_collect.log").read_text()
 
 
