@@ -601,6 +601,9 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
                 "lightning_alone": _lightning_alone(alone, bare, bare_durations, bare_cpu),
             }
         )
+        cpu_fw, cpu_bare = rows[-1].get("framework_cpu_ms_per_step"), rows[-1].get("bare_cpu_ms_per_step")
+        # the ratio in process CPU time: the work per step, hardly moved by other jobs on a shared machine
+        rows[-1]["cpu_ratio"] = cpu_fw / cpu_bare if cpu_fw and cpu_bare else math.nan
         log.info("overhead %s: ratio %.3f", case.name, rows[-1]["ratio"])
     return rows
 
@@ -763,13 +766,15 @@ def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list
     return {"variants": variants, "resident_vs_loader": resident}
 
 
-def select_variants(variants: list[tuple[str, list[str]]], words: list[str]) -> list[tuple[str, list[str]]]:
-    """The fast-path variants whose name contains one of ``words``; a UserError when none does."""
+def select_variants(
+    variants: list[tuple[str, Any]], words: list[str], option: str = "fast_path_variants"
+) -> list[tuple[str, Any]]:
+    """The (name, item) pairs whose name contains one of ``words``; a UserError naming ``option`` when none does."""
     words = [str(w) for w in words]
     kept = [v for v in variants if any(w in v[0] for w in words)]
     if not kept:
         names = "; ".join(name for name, _ in variants)
-        raise UserError(f"fast_path_variants={words} matches no variant of this mode: {names}")
+        raise UserError(f"{option}={words} matches nothing in this mode: {names}")
     return kept
 
 
@@ -829,13 +834,15 @@ def run_benchmark(
     keep_runs: bool = False,
     threads: int | None = None,
     fast_path_variants: list[str] | None = None,
+    models: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the plan of ``mode``, write ``report.json`` and ``report.md`` to ``out_dir``; return the report.
 
     ``threads`` sets torch's intra-op threads (None = torch's default); one thread makes CPU timings on a
     machine shared with other jobs much steadier (two OpenMP threads stall each other when one is descheduled).
     ``fast_path_variants``: run only the fast-path variants whose name contains one of these words (None = all;
-    the first one kept is the speed-up baseline).
+    the first one kept is the speed-up baseline). ``models``: measure only the overhead-section models whose
+    name contains one of these words (None = all), e.g. ``["tiny"]`` for the per-step overhead rows.
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -860,6 +867,9 @@ def run_benchmark(
     plan = make_plan(mode, work / "cifar", repeats)
     if fast_path_variants is not None:
         plan.fast_path_variants = select_variants(plan.fast_path_variants, fast_path_variants)
+    if models is not None:
+        names = [(case.name, case) for case in plan.models]
+        plan.models = [case for _, case in select_variants(names, models, "models")]
     write_cifar_like(work / "cifar", *plan.cifar_images)
     report: dict[str, Any] = {
         "mode": mode,
@@ -1004,21 +1014,23 @@ def render_markdown(report: dict[str, Any]) -> str:
             "## Framework vs bare PyTorch (training steps/s over alternating repeats: best / median)",
             "",
             "| model | batch | framework | bare loop | ratio bare/framework (median of pairs) | per-pair ratios | "
-            "ratio of best / of medians | framework - bare, ms/step | first step in-process |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "ratio of best / of medians | ratio in CPU time | framework - bare, ms/step | first step in-process |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in report["overhead"]:
             pairs = ", ".join(f"{x:.3f}" for x in r["ratio_per_pair"])
             lines.append(
                 f"| {r['model']} | {r['batch_size']} | {_num(r['framework_best'])} / {_num(r['framework_median'])} | "
                 f"{_num(r['bare_best'])} / {_num(r['bare_median'])} | **{_num(r['ratio'], 3)}** | {pairs} | "
-                f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | "
+                f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | {_num(r.get('cpu_ratio'), 3)} | "
                 f"{_overhead_ms_cell(r)} | {_num(r['first_step_in_process_s'])} s |"
             )
         lines += [
             "",
             "framework - bare, ms/step: median over chunks of consecutive steps (each chunk holds its logger "
-            "writes) of the step durations of all repeats, framework minus bare loop (CPU only).",
+            "writes) of the step durations of all repeats, framework minus bare loop (CPU only). Ratio in CPU "
+            "time: the same medians in process CPU time (framework / bare), the work per step, which other "
+            "jobs on a shared machine hardly change.",
         ]
         split = [r for r in report["overhead"] if r.get("lightning_alone")]
         if split:

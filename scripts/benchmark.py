@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> None:
             fast_path_variants=(
                 OmegaConf.to_container(cfg.fast_path_variants) if cfg.get("fast_path_variants") else None
             ),
+            models=OmegaConf.to_container(cfg.models) if cfg.get("models") else None,
         )
     except UserError as exc:
         print(f"error: {exc}")
