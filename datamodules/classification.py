@@ -277,8 +277,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         for split in SPLITS:
             if split not in splits or len(splits[split]) == 0:
                 raise UserError(f"the {split} split has no images; check data.root and the split settings")
-        if not self.class_names:
-            raise UserError("no classes found; check data.root")
+        if len(self.class_names) < 2:
+            where = f" in {getattr(self, 'root', 'the data')}"
+            raise UserError(
+                f"need at least 2 classes, found {len(self.class_names)}{where}: give one sub-folder per class"
+            )
         self.splits = splits
         if self.mixup_cfg:
             from timm.data import Mixup

@@ -195,9 +195,14 @@ class PatchSampler(DistributedSampler):
     Lightning keeps it under DDP instead of putting its own in.
     """
 
-    def __init__(self, dataset: TrainPatches, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, dataset: TrainPatches, num_replicas: int = 1, rank: int = 0, resume_at: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self._epoch_set = False
+        # (epoch, indices done): a run resumed in the middle of that epoch continues with the patches it had
+        # not trained on yet, so it matches an uninterrupted run exactly
+        self.resume_at = resume_at
 
     def set_epoch(self, epoch: int) -> None:
         """Use patches of ``epoch`` from now on (Lightning calls this at the start of every epoch)."""
@@ -209,7 +214,11 @@ class PatchSampler(DistributedSampler):
         dataset: TrainPatches = self.dataset  # type: ignore[assignment]
         epoch = self.epoch if self._epoch_set else dataset.next_pass()
         offset = epoch * len(dataset)
-        return iter([offset + i for i in super().__iter__()])
+        indices = [offset + i for i in super().__iter__()]
+        if self.resume_at is not None and self.resume_at[0] == epoch:
+            indices = indices[self.resume_at[1] :]
+        self.resume_at = None
+        return iter(indices)
 
 
 def resolve_pin_memory(pin_memory: bool | str, trainer: Any | None) -> bool:
@@ -323,6 +332,7 @@ class DenoisingDataModule(pl.LightningDataModule):
         with torch.random.fork_rng(devices=[]):
             self.data_seed = int(torch.randint(0, 2**62, ()).item())
         self._splits: Splits | None = None
+        self._resume_batches: tuple[int, int] | None = None  # (epoch, training batches done) of a checkpoint
         self.datasets: dict[str, Dataset] = {}
         self.image_names: dict[str, list[str]] = {}
         self.eval_crops: dict[str, int | None] = {}
@@ -420,7 +430,11 @@ class DenoisingDataModule(pl.LightningDataModule):
         if isinstance(dataset, TrainPatches):
             dataset.ensure_seed()
             rank, world = rank_and_world(trainer)
-            sampler = PatchSampler(dataset, num_replicas=world, rank=rank)
+            resume_at = None
+            if self._resume_batches is not None:
+                resume_at = (self._resume_batches[0], self._resume_batches[1] * batch_size)
+                self._resume_batches = None
+            sampler = PatchSampler(dataset, num_replicas=world, rank=rank, resume_at=resume_at)
         else:
             sampler = eval_sampler(dataset, trainer, split)
         extra: dict[str, Any] = {}
@@ -436,6 +450,22 @@ class DenoisingDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             **extra,
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the current epoch, so a mid-epoch checkpoint resumes with the next patch."""
+        trainer = attached_trainer(self)
+        if trainer is None or not trainer.training:
+            return {}
+        # processed, not completed: a checkpoint written in on_train_batch_end (an interruption) has stepped on
+        # a batch that Lightning counts as completed only when it resumes
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(trainer.current_epoch), "train_batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Remember a mid-epoch position for the next training loader (see :meth:`state_dict`)."""
+        done = int(state_dict.get("train_batches_done", 0))
+        if done > 0:  # a finished epoch is never iterated again, so its count does no harm
+            self._resume_batches = (int(state_dict["epoch"]), done)
 
     def train_dataloader(self) -> DataLoader:
         """Random patches with fresh noise, ``patches_per_epoch`` per epoch."""

@@ -2,3 +2,7 @@
 
 Kept free of heavy imports so that `--help`, `--cfg job` and tab completion stay fast.
 """
+
+from experiment_utils.resolvers import register_resolvers
+
+register_resolvers()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -41,3 +44,57 @@ class DataLoaderWorkersInJoblib(Callback):
 
         if multiprocessing.get_start_method(allow_none=True) == "loky":
             multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+
+
+def _job_outcomes(sweep_dir: Path) -> list[tuple[Path, str, str]]:
+    """``(job folder, status, error)`` for each job folder of a multirun (``metrics.json`` is the record)."""
+    outcomes = []
+    for job in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
+        try:
+            record = json.loads((job / "metrics.json").read_text())
+            outcomes.append((job, str(record.get("status")), str(record.get("error") or "")))
+        except (OSError, ValueError):
+            outcomes.append(
+                (job, "failed", "no readable metrics.json: the job died before it could write one")
+            )
+    return outcomes
+
+
+class FailedJobsReport(Callback):
+    """At the end of a ``-m`` run, list the jobs that did not complete and exit with status 1 if there are any.
+
+    Each failed job is recorded and the sweep goes on (so one bad point does not end a search), but the
+    sweep as a whole must not exit 0 when jobs failed. An Optuna search in which no trial completed ends
+    with this report too (the sweeper itself would fail looking for a best trial that does not exist).
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Let an Optuna search without any completed trial end with this report instead of a traceback."""
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            from experiment_utils.optuna_search import tolerate_no_completed_trial
+
+            tolerate_no_completed_trial()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print how many jobs failed and where their errors are; exit 1 when any failed."""
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        outcomes = _job_outcomes(sweep_dir)
+        failed = [o for o in outcomes if o[1] != "completed"]
+        if not failed:
+            return
+        print(
+            f"error: {len(failed)} of {len(outcomes)} jobs did not complete (sweep folder {sweep_dir}):",
+            file=sys.stderr,
+        )
+        for job, status, error in failed[:10]:
+            print(
+                f"  {job.name}: {status}: {error.splitlines()[0] if error else '-'} ({job / 'metrics.json'})",
+                file=sys.stderr,
+            )
+        if len(failed) > 10:
+            print(
+                f"  ... and {len(failed) - 10} more: python scripts/summarize.py {sweep_dir}", file=sys.stderr
+            )
+        raise SystemExit(1)

@@ -77,7 +77,7 @@ def wandb_run_name_and_group() -> tuple[str | None, str | None]:
         hc = HydraConfig.get()
     except (ImportError, ValueError):
         return None, None
-    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths."))]
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths.", "resume="))]
     name = ",".join(overrides) or None
     group = None
     if hc.mode == RunMode.MULTIRUN:
@@ -85,8 +85,11 @@ def wandb_run_name_and_group() -> tuple[str | None, str | None]:
     return name, group
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
-    """Instantiate the configured Lightning loggers; W&B's ``mode: auto`` is resolved without a login prompt."""
+def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = None) -> list[Any]:
+    """Instantiate the configured Lightning loggers; W&B's ``mode: auto`` is resolved without a login prompt.
+
+    ``wandb_id`` continues that W&B run (a resumed or requeued run logs to the run it started).
+    """
     from experiment_utils.wandb_mode import resolve_wandb_mode
 
     loggers: list[Any] = []
@@ -102,6 +105,8 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Any]:
                     node.name = run_name
                 if not node.get("group"):
                     node.group = group
+                if wandb_id:
+                    node.id, node.resume = wandb_id, "allow"
                 os.makedirs(node.save_dir, exist_ok=True)
         loggers.append(instantiate_node(node, f"logger.{name}"))
     return loggers

@@ -153,3 +153,58 @@ def find_running_trial(pruner: Any = None) -> Any | None:
             return trial
     log.warning("no running Optuna trial matches this job's overrides: pruning is off for this job")
     return None
+
+
+def tolerate_no_completed_trial() -> None:
+    """Make the Optuna sweeper end quietly when no trial completed (all FAILED), instead of raising.
+
+    hydra-optuna-sweeper 1.3 asks the study for its best trial after the last batch; with no completed trial
+    Optuna raises "Record does not exist", which would hide the per-job errors. The failed jobs are then
+    reported by ``hydra_callbacks.FailedJobsReport``, which also makes the sweep exit with status 1.
+    """
+    from hydra_plugins.hydra_optuna_sweeper import _impl
+
+    original = _impl.OptunaSweeperImpl.sweep
+    if getattr(original, "_tolerates_no_completed_trial", False):
+        return
+
+    def sweep(self: Any, arguments: list[str]) -> None:
+        try:
+            return original(self, arguments)
+        except ValueError as exc:
+            if "Record does not exist" not in str(exc):
+                raise
+            log.error("no trial of the Optuna study completed, so there is no best trial")
+            return None
+
+    sweep._tolerates_no_completed_trial = True  # type: ignore[attr-defined]
+    _impl.OptunaSweeperImpl.sweep = sweep
+
+
+def continued_sampler_seed(seed: int | None, storage_path: str | None, study_name: str | None) -> int | None:
+    """The sampler seed for a study: ``seed`` for a new one, ``seed`` + its number of trials when continued.
+
+    A continued search (``hydra.sweeper.storage.path=<old sweep>/optuna.db``) with the original seed would
+    propose exactly the points it already tried; offsetting the seed by the trials done gives new ones while
+    staying reproducible. Used as ``${optuna_seed:...}`` in the ``hparams_search`` presets.
+    """
+    if seed is None or not storage_path:
+        return seed
+    url = storage_url(str(storage_path))
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        return int(seed)
+    import optuna
+
+    storage = sqlite_storage(str(storage_path))
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    summary = summaries.get(study_name) if study_name else next(iter(summaries.values()), None)
+    done = summary.n_trials if summary is not None else 0
+    if done:
+        log.info(
+            "continuing Optuna study %s from %d earlier trials (sampler seed %d + %d)",
+            study_name,
+            done,
+            seed,
+            done,
+        )
+    return int(seed) + done

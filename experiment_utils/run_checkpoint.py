@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiment_utils.errors import UserError
+from experiment_utils.errors import UserError, first_line
 
 # Which script serves which LightningModule (by its config _target_).
 MODEL_KINDS = {
@@ -24,6 +25,32 @@ def model_kind(run_config: dict[str, Any] | DictConfig) -> str:
     """'denoiser', 'classifier', or the model's _target_ when it is some other LightningModule."""
     target = str(run_config.get("model", {}).get("_target_", "?"))
     return MODEL_KINDS.get(target, target)
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """One whole sentence on why ``torch.load(path, weights_only=True)`` failed."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (
+            f"refused to load {path}: it holds pickled Python objects{what} besides tensors and plain data, "
+            "and unpickling them can run arbitrary code; load only checkpoints written by scripts/train.py, "
+            "or re-save this one's state_dict with torch.save if you trust its source"
+        )
+    if isinstance(exc, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
+        return f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint"
+    return f"cannot read checkpoint {path}: {first_line(exc, 200)}"
+
+
+def check_resumable_checkpoint(path: str | Path, cfg: DictConfig) -> None:
+    """Check, before training starts, that ``path`` is a full-state checkpoint of the same kind of model."""
+    checkpoint, _ = load_run_checkpoint(path, expected_kind=model_kind(cfg))
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise UserError(
+            f"{path} holds weights only, not a training state to resume: start from its weights with "
+            "model.checkpoint_path=... instead of ckpt_path=..."
+        )
 
 
 def load_run_checkpoint(
@@ -43,8 +70,7 @@ def load_run_checkpoint(
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {ckpt_path}: {first}") from None
+        raise UserError(_unreadable_reason(ckpt_path, exc)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(
             f"{ckpt_path} is not a Lightning checkpoint (no state_dict): use one from a run's checkpoints/"

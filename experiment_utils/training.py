@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.atomic import remove_stale_partials
+from experiment_utils.code_version import record_code_version
 from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
 from experiment_utils.objective import resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
-from experiment_utils.requeue import requeued_checkpoint
+from experiment_utils.requeue import slurm_restart_count
+from experiment_utils.resume import resume_point
+from experiment_utils.run_checkpoint import check_resumable_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl
 
-    from experiment_utils.callbacks import ParameterCountLogger, RunConfigInCheckpoint, count_parameters
+    from experiment_utils.callbacks import (
+        AttachLoggersAfterDataSetup,
+        ParameterCountLogger,
+        RunConfigInCheckpoint,
+        count_parameters,
+    )
+    from experiment_utils.checkpoint_io import AtomicCheckpointIO
+    from experiment_utils.run_guards import GracefulInterrupt
     from experiment_utils.speed import framework_callbacks
 
     if cfg.get("seed") is not None:
@@ -70,22 +82,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metric, mode = resolve_objective(cfg, model)
     check_sweeper_direction(mode)  # an Optuna sweep must optimise the objective the same way round
 
+    output_dir = Path(cfg.paths.output_dir)
+    resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
+    ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
+    if ckpt_path and cfg.get("train", True):
+        check_resumable_checkpoint(ckpt_path, cfg)
+    remove_stale_partials(output_dir / "checkpoints")  # temp files of a save that was killed half-way
+
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger()]
+    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
-    trainer: pl.Trainer = instantiate_node(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+    callbacks.insert(
+        0, AttachLoggersAfterDataSetup(loggers, {**run_config, "code": record_code_version(None)})
     )
-    for logger in loggers:
-        logger.log_hyperparams(run_config)
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+    )
 
     result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
-        ckpt_path = cfg.get("ckpt_path") or requeued_checkpoint(trainer)  # a requeued SLURM job continues
+        if resumed:
+            log.info("resuming %s from %s (W&B run %s)", output_dir, resumed.checkpoint, resumed.wandb_id)
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
 

@@ -61,6 +61,7 @@ def _item_key(item: Any) -> str:
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     """Return ``{"run": {...}, "config": {...}, "history": [...], "summary": {...}}`` of an offline run.
 
+    ``run`` also holds ``exit_code`` once the run was closed, and ``preempting: True`` when it was marked so.
     ``run_dir`` is the ``offline-run-*`` folder or the ``.wandb`` file itself. Config values are unwrapped
     from W&B's ``{"value": ...}`` envelope; history rows are dicts of the logged keys.
     """
@@ -101,6 +102,10 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         elif kind == "summary":
             for item in record.summary.update:
                 summary[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "exit":
+            run["exit_code"] = record.exit.exit_code
+        elif kind == "preempting":
+            run["preempting"] = True
     config = {k: v.get("value", v) if isinstance(v, dict) and "value" in v else v for k, v in config.items()}
     config.pop("_wandb", None)
     return {"run": run, "config": config, "history": history, "summary": summary}

@@ -9,6 +9,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from experiment_utils.resolvers import register_resolvers
+
+register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:

@@ -7,8 +7,16 @@ and returns the objective for sweepers. Heavy libraries are imported only once a
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+from experiment_utils.errors import UserError
+from experiment_utils.resolvers import register_resolvers
+from experiment_utils.resume import resume_argv
+
+register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -21,4 +29,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv = resume_argv(sys.argv)  # resume=<run dir>|last: the run's own overrides + the new ones
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()

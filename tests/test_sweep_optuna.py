@@ -61,9 +61,10 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> dict:
         *TINY,
         "model.net.width=${hydra:job.num}",
         cwd=root,
+        check=False,
     )
     sweep = next((root / "outputs" / "train" / "multiruns").iterdir())
-    return {"root": root, "sweep": sweep, "stdout": proc.stdout + proc.stderr}
+    return {"root": root, "sweep": sweep, "stdout": proc.stdout + proc.stderr, "returncode": proc.returncode}
 
 
 @pytest.mark.slow
@@ -71,6 +72,12 @@ def test_search_survives_a_failing_trial_and_reports_the_best_of_the_others(sear
     sweep = search["sweep"]
     jobs = _jobs(sweep)
     assert [j.name for j in jobs] == ["0", "1", "2"]
+    # the search went on past the failed trial, but the sweep does not exit 0 and says which job failed
+    assert search["returncode"] == 1
+    assert (
+        "1 of 3 jobs did not complete" in search["stdout"]
+        and str(jobs[0] / "metrics.json") in search["stdout"]
+    )
     failed = _metrics(jobs[0])
     assert failed["status"] == "failed" and "width must be >= 1" in failed["error"]
     done = {j.name: _metrics(j) for j in jobs[1:]}
@@ -119,6 +126,10 @@ def test_continued_study_picks_up_the_stored_trials(search: dict) -> None:
     assert new_job["metrics"]["optuna/trial_number"] == 3  # numbering continues after the 3 stored trials
     after = _load_study(db)
     assert [t.state.name for t in after.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    # the continued study proposes a new point (the same sampler seed would repeat trial 0's parameters)
+    assert "continuing Optuna study denoiser_optuna from 3 earlier trials" in proc.stdout + proc.stderr
+    old_points = [{k: v for k, v in t.params.items() if k != "model.net.width"} for t in after.trials[:3]]
+    assert {k: v for k, v in after.trials[3].params.items() if k != "model.net.width"} not in old_points
     results = yaml.safe_load((sweeps[1] / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(max(best_before, new_job["objective"]["best"]))
 
