@@ -720,9 +720,18 @@ def startup_section(plan: Plan, work: Path) -> dict[str, Any]:
     }
 
 
-def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list[dict[str, Any]]]:
-    """Framework steps/s per fast-path variant, and GPU-resident data against the loader path."""
-    variants, resident = [], []
+def fast_path_section(
+    plan: Plan,
+    work: Path,
+    keep_runs: bool,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Framework steps/s per fast-path variant, and GPU-resident data against the loader path.
+
+    ``progress`` gets the rows measured so far after every variant (to write a partial report).
+    """
+    variants: list[dict[str, Any]] = []
+    resident: list[dict[str, Any]] = []
     for m, case in enumerate(plan.fast_path_models):
         base = None
         for v, (name, extra) in enumerate(plan.fast_path_variants):
@@ -748,6 +757,8 @@ def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list
                     "peak_device_bytes": max(peaks),
                 }
             )
+            if progress is not None:
+                progress({"variants": variants, "resident_vs_loader": resident})
         for name, extra in plan.resident_vs_loader:
             run_dir = work / f"resident_{m}_{name}"
             res = framework_run(case, [*plan.resident_base, *extra], run_dir, plan)
@@ -878,16 +889,33 @@ def run_benchmark(
         "machine": _machine(),
         "sections": sections,
     }
+    # the report is written after every section (and fast-path variant) with "partial": true, so a run
+    # stopped by a time limit (scripts/gpu_check.sh) still leaves what it measured
     with _torch_flags():
         models = overhead_section(plan, work, keep_runs) if {"overhead", "data"} & set(sections) else []
         if "overhead" in sections:
             report["overhead"] = models
+            _write_report(report, out, started, partial=True)
         if "data" in sections:
             report["data"] = data_section(plan, models)
         if "startup" in sections:
             report["startup"] = startup_section(plan, work)
+            _write_report(report, out, started, partial=True)
         if "fast_paths" in sections and plan.fast_path_models:
-            report["fast_paths"] = fast_path_section(plan, work, keep_runs)
+
+            def progress(rows: dict[str, Any]) -> None:
+                report["fast_paths"] = rows
+                _write_report(report, out, started, partial=True)
+
+            report["fast_paths"] = fast_path_section(plan, work, keep_runs, progress)
+    if not keep_runs:
+        shutil.rmtree(work, ignore_errors=True)
+    return _write_report(report, out, started, partial=False)
+
+
+def _write_report(report: dict[str, Any], out: Path, started: float, partial: bool) -> dict[str, Any]:
+    """Add memory, load, duration and goals to ``report``; write report.json and report.md atomically."""
+    report["partial"] = partial
     report["memory"] = {
         "peak_rss_benchmark_process_bytes": _peak_rss_bytes(),
         "peak_device_bytes": int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
@@ -895,8 +923,6 @@ def run_benchmark(
     report["machine"]["load_average_after"] = list(os.getloadavg())
     report["duration_s"] = round(time.time() - started, 1)
     report["goals"] = evaluate_goals(report)
-    if not keep_runs:
-        shutil.rmtree(work, ignore_errors=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
@@ -992,7 +1018,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (what docs/scaling.md shows)."""
     m = report["machine"]
     lines = [
-        f"# Benchmark ({report['mode']} mode)",
+        f"# Benchmark ({report['mode']} mode)"
+        + (
+            " - PARTIAL: stopped before the end, the missing rows were not measured"
+            if report.get("partial")
+            else ""
+        ),
         "",
         f"`{report.get('command')}` on {report['started']}, {report['duration_s']} s. Machine: {m['platform']}, "
         f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average "

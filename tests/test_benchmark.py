@@ -22,6 +22,7 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = run_script("benchmark.py", "mode=smoke", f"hydra.run.dir={out}", cwd=tmp_path, timeout=300)
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "smoke" and report["machine"]["cpu_count"] >= 1
+    assert report["partial"] is False  # written after every section with partial=true, then complete
     assert [row["model"] for row in report["overhead"]] == [
         "denoiser (toy DnCNN)",
         "timm test_resnet",
@@ -166,7 +167,9 @@ def test_goals_and_markdown_from_a_report() -> None:
     report["goals"] = list(goals.values())
     markdown = render_markdown(report)
     assert "| m | 8 | 10.00 / 10.00 | 12.00 / 12.00 | **1.200** | 1.200 | 1.200 / 1.100 | - | - |" in markdown
-    assert "skipped in this mode" in markdown
+    assert "skipped in this mode" in markdown and "PARTIAL" not in markdown
+    report["partial"] = True  # a run stopped by a time limit says so at the top
+    assert render_markdown(report).startswith("# Benchmark (gpu mode) - PARTIAL: stopped before the end")
 
 
 def test_timers_and_bad_arguments(tmp_path: Path) -> None:
