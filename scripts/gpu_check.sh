@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of every GPU path on one CUDA GPU, at most 8 minutes (docs/scaling.md, "GPU: scripts/gpu_check.sh"):
+# One prepared check of every GPU path on one CUDA GPU, at most 8 minutes (docs/scaling.md):
 #   1 install     the wheels in .whl/ that a bare GPU image lacks (Hydra, OmegaConf, W&B, ...), then the project
 #   2 gpu_tests   pytest -m gpu: bf16 steps, channels-last + torch.compile, GPU-resident data, DDP over NCCL
 #   3 benchmark   scripts/benchmark.py mode=gpu with one repeat: framework vs bare loop (ResNet-18, DnCNN and
