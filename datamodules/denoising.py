@@ -196,7 +196,11 @@ class PatchSampler(DistributedSampler):
     """
 
     def __init__(
-        self, dataset: TrainPatches, num_replicas: int = 1, rank: int = 0, resume_at: tuple[int, int] | None = None
+        self,
+        dataset: TrainPatches,
+        num_replicas: int = 1,
+        rank: int = 0,
+        resume_at: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self._epoch_set = False

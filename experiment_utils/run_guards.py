@@ -45,17 +45,20 @@ class GracefulInterrupt(pl.Callback):
             raise RunInterrupted(STATE.signum or signal.SIGTERM, _position(trainer))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a training step when a signal arrived."""
+        """Stop after a training step when a signal arrived (every rank has as many training batches)."""
         STATE.trained_steps += 1
         self._check(trainer)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a validation batch when a signal arrived."""
-        self._check(trainer)
+        """Stop after a validation batch when a signal arrived (one process only: under DDP the ranks score
+        different numbers of images, so a per-batch agreement would deadlock; they stop at the next step)."""
+        if trainer.world_size == 1:
+            self._check(trainer)
 
     def on_test_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        """Stop after a test batch when a signal arrived."""
-        self._check(trainer)
+        """Stop after a test batch when a signal arrived (one process only, as for validation)."""
+        if trainer.world_size == 1:
+            self._check(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

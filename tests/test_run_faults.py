@@ -227,6 +227,8 @@ def test_run_files_follow_the_umask_and_record_the_code_version(interrupted_and_
     code = record(run_dir)["code"]
     assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
     assert (run_dir / "code.diff").is_file() == code["dirty"]
+    wandb_config = read_offline_run(record(run_dir)["wandb"]["run_dir"])["config"]
+    assert wandb_config["code"]["commit"] == code["commit"]
 
 
 @pytest.mark.slow
