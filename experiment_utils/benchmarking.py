@@ -46,6 +46,7 @@ import torch
 
 from experiment_utils.atomic import atomic_write_json, atomic_write_text
 from experiment_utils.errors import UserError
+from experiment_utils.step_overhead import lightning_alone_run, overhead_ms, tiny_cases, window_overhead_ms
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class StepTimer(pl.Callback):
     """Time training steps ``warmup`` .. ``warmup + steps`` (batch start to batch start).
 
     ``first_step`` is the ``time.perf_counter()`` of the first batch start; ``steps_per_s`` the result;
-    ``peak_device_bytes`` the peak CUDA memory of the timed steps (0 on CPU).
+    ``durations`` / ``cpu_durations`` each timed step's wall-clock / process CPU seconds
+    (``experiment_utils.step_overhead``; on CPU only: a CUDA step's duration is not known without a sync per
+    step); ``peak_device_bytes`` the peak CUDA memory of the timed steps (0 on CPU).
     """
 
     def __init__(self, warmup: int = 3, steps: int = 10) -> None:
@@ -82,14 +85,22 @@ class StepTimer(pl.Callback):
         self.first_step: float | None = None
         self.start: float | None = None
         self.steps_per_s: float | None = None
+        self.durations: list[float] = []
+        self.cpu_durations: list[float] = []
+        self._last: tuple[float, float] | None = None
         self.peak_device_bytes = 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         """Record the boundaries of the timed window; ask the trainer to stop after it."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         device = trainer.strategy.root_device
         if self.count == 0:
             self.first_step = now
+        if self.warmup < self.count <= self.warmup + self.steps and device.type != "cuda":
+            assert self._last is not None
+            self.durations.append(now - self._last[0])
+            self.cpu_durations.append(cpu - self._last[1])
+        self._last = (now, cpu)
         if self.count == self.warmup:
             _sync(device)
             if device.type == "cuda":
@@ -157,6 +168,7 @@ class ModelCase:
     warmup: int
     steps: int
     kind: str = "denoiser"  # denoiser | classifier (which data modules it is compared with)
+    overhead_goal_ms: float | None = None  # near-zero-compute rows: goal for framework - bare, ms/step
 
 
 @dataclass
@@ -262,7 +274,7 @@ def make_plan(mode: str, data_root: Path, repeats: int | None) -> Plan:
             mode="smoke",
             device="cpu",
             repeats=repeats or 1,
-            models=[denoiser, classifier],
+            models=[denoiser, classifier, *tiny_cases(root, steps=10, warmup=2)],
             data=[
                 DataCase("denoise_photos (loader)", ["data.patch_size=24"], 16, 4, denoiser.name),
                 DataCase(
@@ -308,7 +320,7 @@ def make_plan(mode: str, data_root: Path, repeats: int | None) -> Plan:
             mode="cpu",
             device="cpu",
             repeats=repeats or 5,
-            models=[denoiser, resnet],
+            models=[denoiser, resnet, *tiny_cases(root, steps=500, warmup=20)],
             data=[
                 DataCase("denoise_photos (loader, 0 workers)", [], 32, 30, denoiser.name),
                 DataCase("denoise_photos_gpu (resident)", ["data=denoise_photos_gpu"], 32, 30, denoiser.name),
@@ -349,7 +361,7 @@ def make_plan(mode: str, data_root: Path, repeats: int | None) -> Plan:
         mode="gpu",
         device="cuda",
         repeats=repeats or 3,
-        models=[denoiser, resnet],
+        models=[denoiser, resnet, *tiny_cases(root, steps=500, warmup=50, extra=["trainer=gpu"])],
         data=[
             DataCase("denoise_photos (loader, 0 workers)", [], 32, 50, denoiser.name),
             DataCase(
@@ -444,6 +456,8 @@ def framework_run(case: ModelCase, extra: list[str], run_dir: Path, plan: Plan) 
         )
     return {
         "steps_per_s": timer.steps_per_s,
+        "durations": timer.durations,
+        "cpu_durations": timer.cpu_durations,
         "first_step_s": (timer.first_step or started) - started,
         "peak_device_bytes": timer.peak_device_bytes,
         "trainer": trainer,
@@ -490,15 +504,27 @@ def bare_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
     autocast = _autocast(precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision.startswith("16") else None
     loader = trainer.datamodule.train_dataloader()
-    start = None
+    start = last = None
+    durations: list[float] = []  # per timed step, wall clock and process CPU, as StepTimer records them
+    cpu_durations: list[float] = []
     for i, batch in enumerate(loader):
+        now, cpu = time.perf_counter(), time.process_time()
+        if case.warmup < i <= case.warmup + case.steps and device.type != "cuda":
+            assert last is not None
+            durations.append(now - last[0])
+            cpu_durations.append(cpu - last[1])
+        last = (now, cpu)
         if i == case.warmup:
             _sync(device)
             start = time.perf_counter()
         elif i == case.warmup + case.steps:
             _sync(device)
             assert start is not None
-            return {"steps_per_s": case.steps / (time.perf_counter() - start)}
+            return {
+                "steps_per_s": case.steps / (time.perf_counter() - start),
+                "durations": durations,
+                "cpu_durations": cpu_durations,
+            }
         x, y = (t.to(device, non_blocking=True) for t in batch[:2])
         with autocast():
             loss = loss_fn(net(x), y)
@@ -522,14 +548,24 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
     rows = []
     for m, case in enumerate(plan.models):
         fw, bare, first = [], [], []
+        fw_durations, bare_durations, fw_cpu, bare_cpu = [], [], [], []
+        alone: dict[str, list] = {"steps_per_s": [], "durations": [], "cpu_durations": []}
         peak_dev = 0
         for rep in range(plan.repeats):
             run_dir = work / f"overhead_{m}_{rep}"
             res = framework_run(case, [], run_dir, plan)
             fw.append(res["steps_per_s"])
+            fw_durations.append(res["durations"])
+            fw_cpu.append(res["cpu_durations"])
             first.append(res["first_step_s"])
             peak_dev = max(peak_dev, res["peak_device_bytes"])
-            bare.append(bare_run(res["trainer"], case)["steps_per_s"])
+            bare_res = bare_run(res["trainer"], case)
+            bare.append(bare_res["steps_per_s"])
+            bare_durations.append(bare_res["durations"])
+            bare_cpu.append(bare_res["cpu_durations"])
+            if case.overhead_goal_ms is not None:  # near-zero rows: Lightning alone as a third reference
+                for key, value in lightning_alone_run(res["trainer"], case).items():
+                    alone[key].append(value)
             del res
             if not keep_runs:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -555,10 +591,32 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
                 "first_step_in_process_s": _median(first),
                 "peak_device_bytes": peak_dev,
                 "rss_after_bytes": _rss_bytes(),
+                "overhead_goal_ms": case.overhead_goal_ms,
+                # framework - bare in ms/step: from per-step durations on CPU, from the synced windows on CUDA
+                **(
+                    overhead_ms(fw_durations, bare_durations, fw_cpu, bare_cpu)
+                    if all(fw_durations) and all(bare_durations)
+                    else window_overhead_ms(fw, bare)
+                ),
+                "lightning_alone": _lightning_alone(alone, bare, bare_durations, bare_cpu),
             }
         )
+        cpu_fw, cpu_bare = rows[-1].get("framework_cpu_ms_per_step"), rows[-1].get("bare_cpu_ms_per_step")
+        # the ratio in process CPU time: the work per step, hardly moved by other jobs on a shared machine
+        rows[-1]["cpu_ratio"] = cpu_fw / cpu_bare if cpu_fw and cpu_bare else math.nan
         log.info("overhead %s: ratio %.3f", case.name, rows[-1]["ratio"])
     return rows
+
+
+def _lightning_alone(
+    alone: dict[str, list], bare: list[float], bare_durations: list[list[float]], bare_cpu: list[list[float]]
+) -> dict[str, Any] | None:
+    """Lightning alone - bare loop (ms/step) from ``lightning_alone_run``'s records; None when not measured."""
+    if not alone["steps_per_s"]:
+        return None
+    if all(alone["durations"]) and all(bare_durations):
+        return overhead_ms(alone["durations"], bare_durations, alone["cpu_durations"], bare_cpu)
+    return window_overhead_ms(alone["steps_per_s"], bare)
 
 
 def data_section(plan: Plan, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -662,9 +720,18 @@ def startup_section(plan: Plan, work: Path) -> dict[str, Any]:
     }
 
 
-def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list[dict[str, Any]]]:
-    """Framework steps/s per fast-path variant, and GPU-resident data against the loader path."""
-    variants, resident = [], []
+def fast_path_section(
+    plan: Plan,
+    work: Path,
+    keep_runs: bool,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Framework steps/s per fast-path variant, and GPU-resident data against the loader path.
+
+    ``progress`` gets the rows measured so far after every variant (to write a partial report).
+    """
+    variants: list[dict[str, Any]] = []
+    resident: list[dict[str, Any]] = []
     for m, case in enumerate(plan.fast_path_models):
         base = None
         for v, (name, extra) in enumerate(plan.fast_path_variants):
@@ -690,6 +757,8 @@ def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list
                     "peak_device_bytes": max(peaks),
                 }
             )
+            if progress is not None:
+                progress({"variants": variants, "resident_vs_loader": resident})
         for name, extra in plan.resident_vs_loader:
             run_dir = work / f"resident_{m}_{name}"
             res = framework_run(case, [*plan.resident_base, *extra], run_dir, plan)
@@ -706,6 +775,18 @@ def fast_path_section(plan: Plan, work: Path, keep_runs: bool) -> dict[str, list
             if not keep_runs:
                 shutil.rmtree(run_dir, ignore_errors=True)
     return {"variants": variants, "resident_vs_loader": resident}
+
+
+def select_variants(
+    variants: list[tuple[str, Any]], words: list[str], option: str = "fast_path_variants"
+) -> list[tuple[str, Any]]:
+    """The (name, item) pairs whose name contains one of ``words``; a UserError naming ``option`` when none does."""
+    words = [str(w) for w in words]
+    kept = [v for v in variants if any(w in v[0] for w in words)]
+    if not kept:
+        names = "; ".join(name for name, _ in variants)
+        raise UserError(f"{option}={words} matches nothing in this mode: {names}")
+    return kept
 
 
 def write_cifar_like(root: Path, n_train: int, n_test: int) -> Path:
@@ -763,11 +844,16 @@ def run_benchmark(
     sections: list[str] | None = None,
     keep_runs: bool = False,
     threads: int | None = None,
+    fast_path_variants: list[str] | None = None,
+    models: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the plan of ``mode``, write ``report.json`` and ``report.md`` to ``out_dir``; return the report.
 
     ``threads`` sets torch's intra-op threads (None = torch's default); one thread makes CPU timings on a
     machine shared with other jobs much steadier (two OpenMP threads stall each other when one is descheduled).
+    ``fast_path_variants``: run only the fast-path variants whose name contains one of these words (None = all;
+    the first one kept is the speed-up baseline). ``models``: measure only the overhead-section models whose
+    name contains one of these words (None = all), e.g. ``["tiny"]`` for the per-step overhead rows.
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -790,6 +876,11 @@ def run_benchmark(
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     plan = make_plan(mode, work / "cifar", repeats)
+    if fast_path_variants is not None:
+        plan.fast_path_variants = select_variants(plan.fast_path_variants, fast_path_variants)
+    if models is not None:
+        names = [(case.name, case) for case in plan.models]
+        plan.models = [case for _, case in select_variants(names, models, "models")]
     write_cifar_like(work / "cifar", *plan.cifar_images)
     report: dict[str, Any] = {
         "mode": mode,
@@ -798,16 +889,33 @@ def run_benchmark(
         "machine": _machine(),
         "sections": sections,
     }
+    # the report is written after every section (and fast-path variant) with "partial": true, so a run
+    # stopped by a time limit (scripts/gpu_check.sh) still leaves what it measured
     with _torch_flags():
         models = overhead_section(plan, work, keep_runs) if {"overhead", "data"} & set(sections) else []
         if "overhead" in sections:
             report["overhead"] = models
+            _write_report(report, out, started, partial=True)
         if "data" in sections:
             report["data"] = data_section(plan, models)
         if "startup" in sections:
             report["startup"] = startup_section(plan, work)
+            _write_report(report, out, started, partial=True)
         if "fast_paths" in sections and plan.fast_path_models:
-            report["fast_paths"] = fast_path_section(plan, work, keep_runs)
+
+            def progress(rows: dict[str, Any]) -> None:
+                report["fast_paths"] = rows
+                _write_report(report, out, started, partial=True)
+
+            report["fast_paths"] = fast_path_section(plan, work, keep_runs, progress)
+    if not keep_runs:
+        shutil.rmtree(work, ignore_errors=True)
+    return _write_report(report, out, started, partial=False)
+
+
+def _write_report(report: dict[str, Any], out: Path, started: float, partial: bool) -> dict[str, Any]:
+    """Add memory, load, duration and goals to ``report``; write report.json and report.md atomically."""
+    report["partial"] = partial
     report["memory"] = {
         "peak_rss_benchmark_process_bytes": _peak_rss_bytes(),
         "peak_device_bytes": int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
@@ -815,8 +923,6 @@ def run_benchmark(
     report["machine"]["load_average_after"] = list(os.getloadavg())
     report["duration_s"] = round(time.time() - started, 1)
     report["goals"] = evaluate_goals(report)
-    if not keep_runs:
-        shutil.rmtree(work, ignore_errors=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
@@ -827,6 +933,18 @@ def evaluate_goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     on_gpu = report["mode"] == "gpu"
     goals = []
     for row in report.get("overhead", []):
+        limit_ms = row.get("overhead_goal_ms")
+        if limit_ms is not None:  # near-zero-compute rows: the framework's own cost per step
+            value = row.get("overhead_ms", math.nan)
+            goals.append(
+                {
+                    "goal": f"framework - bare <= {limit_ms} ms/step on CPU: {row['model']}",
+                    "value": None if math.isnan(value) else round(value, 3),
+                    "applies": report["mode"] == "cpu",
+                    "pass": bool(value <= limit_ms),
+                }
+            )
+            continue
         goals.append(
             {
                 "goal": f"framework/bare ratio <= {GOALS['overhead_ratio']} on CPU: {row['model']}",
@@ -884,11 +1002,28 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _sub(a: Any, b: Any) -> float | None:
+    return None if a is None or b is None or math.isnan(a) or math.isnan(b) else a - b
+
+
+def _overhead_ms_cell(row: dict[str, Any]) -> str:
+    value = row.get("overhead_ms", math.nan)
+    if value is None or math.isnan(value):
+        return "-"
+    cell = f"{value:.2f} ({_num(row['framework_ms_per_step'])} - {_num(row['bare_ms_per_step'])})"
+    return f"**{cell}**" if row.get("overhead_goal_ms") is not None else cell
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables (what docs/scaling.md shows)."""
     m = report["machine"]
     lines = [
-        f"# Benchmark ({report['mode']} mode)",
+        f"# Benchmark ({report['mode']} mode)"
+        + (
+            " - PARTIAL: stopped before the end, the missing rows were not measured"
+            if report.get("partial")
+            else ""
+        ),
         "",
         f"`{report.get('command')}` on {report['started']}, {report['duration_s']} s. Machine: {m['platform']}, "
         f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average "
@@ -910,17 +1045,42 @@ def render_markdown(report: dict[str, Any]) -> str:
             "## Framework vs bare PyTorch (training steps/s over alternating repeats: best / median)",
             "",
             "| model | batch | framework | bare loop | ratio bare/framework (median of pairs) | per-pair ratios | "
-            "ratio of best / of medians | first step in-process |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "ratio of best / of medians | ratio in CPU time | framework - bare, ms/step | first step in-process |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in report["overhead"]:
             pairs = ", ".join(f"{x:.3f}" for x in r["ratio_per_pair"])
             lines.append(
                 f"| {r['model']} | {r['batch_size']} | {_num(r['framework_best'])} / {_num(r['framework_median'])} | "
                 f"{_num(r['bare_best'])} / {_num(r['bare_median'])} | **{_num(r['ratio'], 3)}** | {pairs} | "
-                f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | "
-                f"{_num(r['first_step_in_process_s'])} s |"
+                f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | {_num(r.get('cpu_ratio'), 3)} | "
+                f"{_overhead_ms_cell(r)} | {_num(r['first_step_in_process_s'])} s |"
             )
+        lines += [
+            "",
+            "framework - bare, ms/step: median over chunks of consecutive steps (each chunk holds its logger "
+            "writes) of the step durations of all repeats, framework minus bare loop (CPU only). Ratio in CPU "
+            "time: the same medians in process CPU time (framework / bare), the work per step, which other "
+            "jobs on a shared machine hardly change.",
+        ]
+        split = [r for r in report["overhead"] if r.get("lightning_alone")]
+        if split:
+            lines += [
+                "",
+                "### Where the per-step overhead goes (near-zero-compute models, ms/step)",
+                "",
+                "| model | framework - bare (wall / CPU) | Lightning alone - bare (wall / CPU) | "
+                "this project's part: framework - Lightning alone (wall / CPU) |",
+                "| --- | --- | --- | --- |",
+            ]
+            for r in split:
+                a = r["lightning_alone"]
+                own = _sub(r.get("overhead_ms"), a.get("overhead_ms"))
+                own_cpu = _sub(r.get("overhead_cpu_ms"), a.get("overhead_cpu_ms"))
+                lines.append(
+                    f"| {r['model']} | {_num(r.get('overhead_ms'))} / {_num(r.get('overhead_cpu_ms'))} | "
+                    f"{_num(a.get('overhead_ms'))} / {_num(a.get('overhead_cpu_ms'))} | {_num(own)} / {_num(own_cpu)} |"
+                )
     if report.get("data"):
         lines += [
             "",

@@ -29,6 +29,10 @@ def main(cfg: DictConfig) -> None:
             sections=OmegaConf.to_container(cfg.sections) if cfg.sections is not None else None,
             keep_runs=bool(cfg.keep_runs),
             threads=cfg.get("threads"),
+            fast_path_variants=(
+                OmegaConf.to_container(cfg.fast_path_variants) if cfg.get("fast_path_variants") else None
+            ),
+            models=OmegaConf.to_container(cfg.models) if cfg.get("models") else None,
         )
     except UserError as exc:
         print(f"error: {exc}")

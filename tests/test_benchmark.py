@@ -22,12 +22,28 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = run_script("benchmark.py", "mode=smoke", f"hydra.run.dir={out}", cwd=tmp_path, timeout=300)
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "smoke" and report["machine"]["cpu_count"] >= 1
-    assert [row["model"] for row in report["overhead"]] == ["denoiser (toy DnCNN)", "timm test_resnet"]
+    assert report["partial"] is False  # written after every section with partial=true, then complete
+    assert [row["model"] for row in report["overhead"]] == [
+        "denoiser (toy DnCNN)",
+        "timm test_resnet",
+        "tiny denoiser (DnCNN 2 x 1, 8 px, batch 8)",
+        "tiny classifier (small CNN 2 ch, 32 px, batch 8)",
+    ]
     for row in report["overhead"]:
         assert row["framework_median"] > 0 and row["bare_median"] > 0
+        assert row["framework_ms_per_step"] > 0 and row["bare_ms_per_step"] > 0
+        assert row["overhead_ms"] == pytest.approx(row["framework_ms_per_step"] - row["bare_ms_per_step"])
+        assert row["overhead_cpu_ms"] == pytest.approx(
+            row["framework_cpu_ms_per_step"] - row["bare_cpu_ms_per_step"]
+        )
+        # the near-zero-compute rows carry the ms/step goal and the Lightning-alone reference run
+        assert (row["overhead_goal_ms"] is not None) == row["model"].startswith("tiny")
+        assert (row["lightning_alone"] is not None) == row["model"].startswith("tiny")
         assert row["ratio"] == pytest.approx(statistics.median(row["ratio_per_pair"]))
         assert row["ratio_of_best"] == pytest.approx(row["bare_best"] / row["framework_best"])
         assert 0 < row["first_step_in_process_s"] < 120
+    alone = report["overhead"][2]["lightning_alone"]
+    assert alone["bare_ms_per_step"] > 0 and alone["framework_ms_per_step"] > 0
     assert len(report["data"]) == 4
     for row in report["data"]:
         assert row["images_per_s"] > 0 and row["data_over_model"] > 0
@@ -40,6 +56,8 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     applies = {g["goal"].split(":")[0]: g["applies"] for g in report["goals"]}
     assert applies["scripts/train.py --cfg job < 1.5 s"] is True
     assert not any(g["applies"] for g in report["goals"] if "ratio" in g["goal"] or "GPU" in g["goal"])
+    ms_goals = [g for g in report["goals"] if "ms/step" in g["goal"]]
+    assert len(ms_goals) == 2 and not any(g["applies"] for g in ms_goals)
     markdown = (out / "report.md").read_text()
     for heading in (
         "## Goals",
@@ -47,6 +65,7 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Data throughput",
         "## Start-up",
         "## Fast paths",
+        "### Where the per-step overhead goes",
     ):
         assert heading in markdown
     assert not (out / "work").exists(), "framework run folders are removed unless keep_runs=true"
@@ -147,8 +166,10 @@ def test_goals_and_markdown_from_a_report() -> None:
     }
     report["goals"] = list(goals.values())
     markdown = render_markdown(report)
-    assert "| m | 8 | 10.00 / 10.00 | 12.00 / 12.00 | **1.200** | 1.200 | 1.200 / 1.100 |" in markdown
-    assert "skipped in this mode" in markdown
+    assert "| m | 8 | 10.00 / 10.00 | 12.00 / 12.00 | **1.200** | 1.200 | 1.200 / 1.100 | - | - |" in markdown
+    assert "skipped in this mode" in markdown and "PARTIAL" not in markdown
+    report["partial"] = True  # a run stopped by a time limit says so at the top
+    assert render_markdown(report).startswith("# Benchmark (gpu mode) - PARTIAL: stopped before the end")
 
 
 def test_timers_and_bad_arguments(tmp_path: Path) -> None:
@@ -174,3 +195,33 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="needs a CUDA GPU"):
             run_benchmark(mode="gpu", out_dir=tmp_path)
+
+
+def test_step_overhead_from_step_durations() -> None:
+    from experiment_utils.benchmarking import select_variants
+    from experiment_utils.step_overhead import (
+        chunk_means_ms,
+        overhead_ms,
+        robust_ms_per_step,
+        window_overhead_ms,
+    )
+
+    assert chunk_means_ms([0.001] * 5 + [0.003] * 5 + [0.5], chunk=5) == pytest.approx(
+        [1.0, 3.0]
+    )  # tail dropped
+    # a chunk slowed down by another process is outvoted; the periodic logging step inside each chunk is kept
+    steady = ([0.002] * 9 + [0.012]) * 5
+    disturbed = steady[:10] + [0.050] * 10 + steady[20:]
+    assert robust_ms_per_step([disturbed], chunk=10) == pytest.approx(3.0)
+    bare = [[0.001] * 50, [0.001] * 50]
+    fw = [[0.0025] * 50, [0.0030] * 50]
+    result = overhead_ms(fw, bare, fw, bare)
+    assert result["chunk_steps"] == 50 and result["overhead_ms_per_pair"] == pytest.approx([1.5, 2.0])
+    assert result["overhead_ms"] == pytest.approx(1.75) and result["overhead_cpu_ms"] == pytest.approx(1.75)
+    assert overhead_ms([[0.002] * 4], [[0.001] * 4])["chunk_steps"] == 4  # short smoke runs: one chunk
+    window = window_overhead_ms([400.0, 500.0], [1000.0, 1000.0])
+    assert window["overhead_ms"] == pytest.approx(1.25) and math.isnan(window["overhead_cpu_ms"])
+    variants = [("baseline (fp32)", ["a"]), ("+ bf16-mixed", ["b"]), ("+ torch.compile", ["c"])]
+    assert select_variants(variants, ["baseline", "bf16"]) == variants[:2]
+    with pytest.raises(UserError, match="matches nothing"):
+        select_variants(variants, ["tf32"])

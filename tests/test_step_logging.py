@@ -1,0 +1,136 @@
+"""Step values logged only where a logger sees them: the loggers get exactly what per-step self.log gave."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from lightning.pytorch.loggers.logger import Logger  # noqa: E402
+
+from lightning_modules.classifier import ClassifierModule  # noqa: E402
+from lightning_modules.denoiser import DenoiserModule  # noqa: E402
+from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean  # noqa: E402
+
+
+class RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call as (step, {name: value})."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        train = {k: float(v) for k, v in metrics.items() if k.startswith("train/")}
+        if train:
+            self.calls.append((int(step or 0), train))
+
+
+class DenoiserLoggingEveryStep(DenoiserModule):
+    """The denoiser's former training step: ``self.log`` on every step."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        noisy, clean = batch
+        loss = self.loss_fn(self(noisy), clean)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(noisy))
+        return loss
+
+
+class ClassifierLoggingEveryStep(ClassifierModule):
+    """The classifier's former training step: loss on step and epoch, accuracy object, every step."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        pass
+
+
+def _fit(module: pl.LightningModule, data: TensorDataset) -> tuple[RecordingLogger, pl.Trainer]:
+    logger = RecordingLogger()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        log_every_n_steps=4,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    # 7 batches per epoch, the last one smaller: epoch means are weighted by images
+    trainer.fit(module, DataLoader(data, batch_size=6, shuffle=False))
+    return logger, trainer
+
+
+def _same_calls(new: RecordingLogger, old: RecordingLogger) -> None:
+    assert [(s, sorted(m)) for s, m in new.calls] == [(s, sorted(m)) for s, m in old.calls]
+    for (_, a), (_, b) in zip(new.calls, old.calls, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_denoiser_logs_the_same_steps_and_values() -> None:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(40, 1, 12, 12, generator=g)
+    data = TensorDataset(clean + 0.1 * torch.randn(clean.shape, generator=g), clean)
+    net = {"name": "dncnn", "channels": 1, "depth": 3, "width": 4}
+    runs = []
+    for cls in (DenoiserModule, DenoiserLoggingEveryStep):
+        torch.manual_seed(0)
+        runs.append(_fit(cls(net=net, scheduler=None, num_panels=0), data))
+    (new, trainer), (old, _) = runs
+    assert [s for s, _ in new.calls] == [3, 7, 11]  # every log_every_n_steps=4 steps, 14 steps in all
+    _same_calls(new, old)
+    # the last batch is logged too: callback_metrics hold the final step's loss, as before
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(
+        float(runs[1][1].callback_metrics["train/loss"])
+    )
+
+
+def test_classifier_logs_the_same_names_steps_and_values() -> None:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(40, 3, 16, 16, generator=g)
+    data = TensorDataset(images, torch.arange(40) % 4)
+    kwargs = {"backbone": "small_cnn", "num_classes": 4, "timm_kwargs": {"widths": [4]}, "scheduler": None}
+    runs = []
+    for cls in (ClassifierModule, ClassifierLoggingEveryStep):
+        torch.manual_seed(0)
+        runs.append(_fit(cls(**kwargs), data))
+    (new, trainer), (old, old_trainer) = runs
+    keys = {k for _, m in new.calls for k in m}
+    assert keys == {"train/loss_step", "train/loss_epoch", "train/acc"}
+    _same_calls(new, old)
+    for key in ("train/loss", "train/loss_step", "train/loss_epoch", "train/acc"):
+        assert float(trainer.callback_metrics[key]) == pytest.approx(
+            float(old_trainer.callback_metrics[key]), rel=1e-5
+        )
+
+
+def test_should_log_step_and_the_weighted_epoch_mean() -> None:
+    assert should_log_step(object(), 0)  # outside a Trainer
+    mean = epoch_mean()
+    update_epoch_mean(mean, torch.tensor(1.0), 3)
+    update_epoch_mean(mean, torch.tensor(4.0), 1)
+    assert float(mean.compute()) == pytest.approx(7 / 4)  # weighted by images, not by calls
