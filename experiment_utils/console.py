@@ -201,12 +201,17 @@ def results_table(metrics: dict[str, Any], verbose: bool = False) -> Any:
     return table
 
 
-def print_results(record: dict[str, Any], output_dir: Path | None, verbose: bool = False) -> None:
-    """End of a completed job: the results table once, then where the checkpoint, run and W&B run are."""
+def print_results(
+    record: dict[str, Any], output_dir: Path | None, verbose: bool = False, printed: list[str] | None = None
+) -> None:
+    """End of a completed job: the results table once, then where the checkpoint, run and W&B run are.
+
+    ``printed`` names metrics the task has shown already in its own table (eval.py's baseline table).
+    """
     from rich.console import Console
 
     console = Console(soft_wrap=True, highlight=False)
-    metrics = record.get("metrics") or {}
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in (printed or [])}
     if _shown_metrics(metrics, verbose):
         console.print(results_table(metrics, verbose))
         hidden = sum("/acc_class/" in k for k in metrics) if not verbose else 0

@@ -160,6 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     objective_metric = str(run_cfg.get("objective", {}).get("metric", "val/")).replace("val/", "test/", 1)
     if objective_metric not in metrics:
         objective_metric = "test/psnr" if kind == "denoiser" else "test/acc"
+    printed: list[str] = []
     if kind == "denoiser" and trainer.is_global_zero:
         baselines = score_baselines(
             datamodule,
@@ -180,6 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ],
         ]
         _print_table(table)
+        printed = ["test/psnr", "test/ssim", "test/psnr_noisy"]  # the results table at the end skips them
         for name, scores in baselines.items():
             metrics.update({f"baseline/{name}/psnr": scores["psnr"], f"baseline/{name}/ssim": scores["ssim"]})
         for logger in loggers:
@@ -204,4 +206,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "objective": {"metric": objective_metric, "mode": "max", "best": metrics.get(objective_metric)},
         "metrics": dict(sorted({**metrics, **extra}.items())),
         "is_global_zero": trainer.is_global_zero,
+        "printed_metrics": printed,
     }

@@ -141,18 +141,18 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
     ``ckpt_path`` is a DenoiserModule checkpoint or a list of them (an ensemble: their average), with
     ``tta=flip|x8`` applied on top; ``model_path`` is a file written by ``scripts/export.py``.
     """
-    from experiment_utils.ensemble import combine, load_members
-    from lightning_modules.tta import transforms_of
-
     check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
-    transforms_of(tta)  # a bad mode fails before anything is loaded
-    if cfg.get("model_path"):
+    if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
         from deployment.exported_model import ExportedModel
 
         return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
+    from experiment_utils.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of
+
+    transforms_of(tta)  # a bad mode fails before anything is loaded
     members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")
     return combine(members, kind, tta).to(device)  # several checkpoints: their average; tta: self-ensemble
 

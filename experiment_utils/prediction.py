@@ -54,20 +54,21 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
     them (an ensemble: the average of their probabilities), with ``tta=flip`` applied on top; ``model_path``
     is a file written by ``scripts/export.py``.
     """
-    from experiment_utils.ensemble import combine, load_members
     from experiment_utils.inference import check_model_choice
-    from lightning_modules.tta import transforms_of
 
     check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
-    transforms_of(tta)  # a bad mode fails before anything is loaded
-    if cfg.get("model_path"):
+    if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
         from deployment.exported_model import ExportedModel
 
         model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
         return model, dict(model.preprocess or {}), list(model.class_names or [])
+    from experiment_utils.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of
+
+    transforms_of(tta)  # a bad mode fails before anything is loaded
     members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
     checkpoint, module = members[0].checkpoint, members[0].module
     preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
@@ -114,11 +115,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     from experiment_utils.atomic import atomic_write_text
     from experiment_utils.inference import check_model_choice, pick_device
     from experiment_utils.instantiation import instantiate_loggers
-    from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
-    from lightning_modules.tta import transforms_of
 
     check_model_choice(cfg)
-    transforms_of(str(cfg.get("tta") or "none"))  # a bad mode fails before anything is loaded
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
     top_k = cfg.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
@@ -129,7 +127,11 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(str(cfg.get("device", "auto")))
     model, preprocess, names = load_classifier(cfg, device)
     loggers = instantiate_loggers(cfg.get("logger"))  # logger=wandb: a W&B table of the predictions
-    thumbnails: list[Any] | None = [] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None
+    thumbnails: list[Any] | None = None
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
+
+        thumbnails = []
     transform = eval_transform(preprocess)
     channels = int(preprocess.get("channels", 3))
     k = min(top_k, len(names))

@@ -279,7 +279,8 @@ def _finish(
 
         release_distributed_job()
     if is_zero and completed:
-        print_results(record, output_dir, verbose=bool(cfg.get("verbose", False)))
+        verbose = bool(cfg.get("verbose", False))
+        print_results(record, output_dir, verbose=verbose, printed=result.get("printed_metrics"))
 
 
 def _print_interrupted(error: RunInterrupted, output_dir: Path | None) -> None:

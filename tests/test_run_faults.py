@@ -365,7 +365,7 @@ def test_an_optuna_search_whose_trials_all_fail_ends_with_the_report(tmp_path: P
 
 def test_signal_outside_the_trainer_interrupts_at_once() -> None:
     from experiment_utils.errors import RunInterrupted
-    from experiment_utils.signals import install_signal_handlers, received_signal
+    from experiment_utils.signals import STATE, install_signal_handlers, received_signal
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -376,5 +376,6 @@ def test_signal_outside_the_trainer_interrupts_at_once() -> None:
                 pass
         assert info.value.exit_code == 143 and received_signal() == signal.SIGTERM
     finally:
+        STATE.reset()  # later in-process trainings of this test session must not see this signal
         for signum, handler in previous.items():
             signal.signal(signum, handler)

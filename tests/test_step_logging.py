@@ -101,7 +101,8 @@ def test_denoiser_logs_the_same_steps_and_values() -> None:
         torch.manual_seed(0)
         runs.append(_fit(cls(net=net, scheduler=None, num_panels=0), data))
     (new, trainer), (old, _) = runs
-    assert [s for s, _ in new.calls] == [3, 7, 11]  # every log_every_n_steps=4 steps, 14 steps in all
+    # every log_every_n_steps=4 steps (3, 7, 11) and each epoch's end (6, 13: train/loss_epoch); 14 steps
+    assert [s for s, _ in new.calls] == [3, 6, 7, 11, 13]
     _same_calls(new, old)
     # the last batch is logged too: callback_metrics hold the final step's loss, as before
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(
