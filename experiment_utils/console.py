@@ -65,8 +65,19 @@ def quiet_third_party() -> None:
     for handler in root.handlers:
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
-    import lightning  # noqa: F401  (its import adds the handler we remove)
+    quiet_lightning_handlers()
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage migrations: 7 INFO lines
 
+
+def quiet_lightning_handlers() -> None:
+    """Drop the console handler Lightning adds to its loggers on import (Hydra's root handlers print its lines).
+
+    Does nothing until Lightning is imported, so entry points that never load it (``denoise.py
+    model_path=...``) stay light; the tasks that load it call this again right after their import.
+    """
+    if "lightning" not in sys.modules:
+        return
+    root = logging.getLogger()
     for name in _LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -76,7 +87,6 @@ def quiet_third_party() -> None:
                 if type(handler) is logging.StreamHandler:
                     logger.removeHandler(handler)
             logger.propagate = True
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's storage migrations: 7 INFO lines
 
 
 def quiet_wandb_logger(logger: Any) -> Any:

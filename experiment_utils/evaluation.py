@@ -95,9 +95,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl
 
+    from experiment_utils.console import quiet_lightning_handlers
     from experiment_utils.ensemble import combine, load_members
     from lightning_modules.adversarial import Attack, RobustAccuracy
     from lightning_modules.tta import transforms_of, wrap_tta
+
+    quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
 
     tta = str(cfg.get("tta") or "none")
     transforms_of(tta)  # a bad mode fails before anything is loaded

@@ -23,7 +23,7 @@ from experiment_utils.config_check import check_override_types
 from experiment_utils.console import prepare_console, print_results
 from experiment_utils.errors import RunInterrupted, TrainingDiverged, UserError, first_line
 from experiment_utils.signals import STATE, install_signal_handlers, sigterm_exception_signal
-from experiment_utils.wandb_run import attach_run_files
+from experiment_utils.wandb_files import attach_run_files
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
@@ -194,11 +194,11 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     result: dict[str, Any] = {}
     exit_code = 0
     try:
-        prepare_console(cfg)  # noise filters, one log line per event, the config tree
         if is_zero:
             record["code"] = record_code_version(output_dir)
             _write_record(output_dir, record)
-        check_override_types(cfg)
+        check_override_types(cfg)  # a mistyped value is reported before anything else is printed
+        prepare_console(cfg)  # noise filters, one log line per event, the config tree
         result = task(cfg)
         record["status"] = "completed"
     except BaseException as exc:

@@ -17,7 +17,7 @@ from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import slurm_restart_count
 from experiment_utils.resume import resume_point
 from experiment_utils.run_checkpoint import check_resumable_checkpoint
-from experiment_utils.wandb_run import loggable_config
+from experiment_utils.wandb_files import loggable_config
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         count_parameters,
     )
     from experiment_utils.checkpoint_io import AtomicCheckpointIO
+    from experiment_utils.console import quiet_lightning_handlers
     from experiment_utils.run_guards import GracefulInterrupt
     from experiment_utils.speed import framework_callbacks
+
+    quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
 
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)

@@ -379,3 +379,13 @@ def test_signal_outside_the_trainer_interrupts_at_once() -> None:
         STATE.reset()  # later in-process trainings of this test session must not see this signal
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("module", ["experiment_utils.task", "experiment_utils.training"])
+def test_the_config_is_checked_before_any_heavy_import(module: str) -> None:
+    """scripts/train.py imports these before run_task checks the config: a mistyped value costs a second."""
+    code = f"import sys, {module}; print(sorted({{'torch', 'lightning', 'wandb'}} & set(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
