@@ -101,13 +101,7 @@ class PerImageTable(pl.Callback):
 
     @torch.no_grad()
     def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """Add the rows of one test batch (until ``max_rows``)."""
         if not isinstance(outputs, Tensor) or not wandb_loggers(trainer):

@@ -209,13 +209,7 @@ class RobustAccuracy(pl.Callback):
                 metric.reset()
 
     def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """Attack the validation batch and count the examples still classified correctly."""
         self._update("val", pl_module, batch)
@@ -225,13 +219,7 @@ class RobustAccuracy(pl.Callback):
         self._log("val", pl_module)
 
     def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """Attack the test batch and count the examples still classified correctly."""
         self._update("test", pl_module, batch)

@@ -111,13 +111,7 @@ class Distillation(pl.Callback):
         return self.alpha * kd + (1.0 - self.alpha) * hard_loss
 
     def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """KL(teacher || student) at T = 1 on the validation batch."""
         if self.teacher is None or trainer.sanity_checking:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_DENOISE, compose, run_script, single_run_dir
+from tests.conftest import FAST_DENOISE, run_script, single_run_dir
+from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
 
 ON_CPU = os.environ.get("IMAGELAB_GPU_TESTS_ON_CPU") == "1"
 CUDA = torch.cuda.is_available()
@@ -44,24 +45,8 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    """The speed switches set process-wide torch flags; put them back after each test."""
-    benchmark, precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
-    yield
-    torch.backends.cudnn.benchmark = benchmark
-    torch.set_float32_matmul_precision(precision)
-
-
 def _train(tmp_path: Path, *overrides: str) -> dict:
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
-
-    cfg = compose("train", [*TINY, *overrides], output_dir=tmp_path)
-    try:
-        return train(cfg)
-    finally:
-        finish_wandb()
+    return train_in_process(tmp_path, *TINY, *overrides)
 
 
 def test_bf16_training_steps_on_the_device(tmp_path: Path) -> None:

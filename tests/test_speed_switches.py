@@ -10,6 +10,7 @@ import torch
 
 from experiment_utils.errors import UserError
 from tests.conftest import compose
+from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
 
 TINY = [
     "logger=csv",
@@ -26,24 +27,8 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    """The switches set process-wide torch flags; put them back after each test."""
-    benchmark, precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
-    yield
-    torch.backends.cudnn.benchmark = benchmark
-    torch.set_float32_matmul_precision(precision)
-
-
 def _train(tmp_path: Path, *overrides: str) -> dict:
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
-
-    cfg = compose("train", [*TINY, *overrides], output_dir=tmp_path)
-    try:
-        return train(cfg)
-    finally:
-        finish_wandb()
+    return train_in_process(tmp_path, *TINY, *overrides)
 
 
 def _switches(result: dict):
