@@ -170,16 +170,18 @@ def test_slurm_and_joblib_launcher_configs_compose(tmp_path: Path) -> None:
 def test_requeued_slurm_job_resumes_from_its_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from types import SimpleNamespace
+    from experiment_utils.requeue import slurm_restart_count
+    from experiment_utils.resume import resume_point
 
-    from experiment_utils.requeue import requeued_checkpoint
+    def requeued_checkpoint() -> str | None:  # what the train task does at the start of every job
+        point = resume_point(None, tmp_path, requeued=slurm_restart_count() > 0)
+        return str(point.checkpoint) if point else None
 
-    trainer = SimpleNamespace(checkpoint_callback=SimpleNamespace(dirpath=str(tmp_path / "checkpoints")))
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert requeued_checkpoint(trainer) is None  # first start: train from scratch
+    assert requeued_checkpoint() is None  # first start: train from scratch
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert requeued_checkpoint(trainer) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert requeued_checkpoint() == str(tmp_path / "checkpoints" / "last.ckpt")
     (tmp_path / "checkpoints" / "last.ckpt").unlink()
-    assert requeued_checkpoint(trainer) is None  # requeued before the first checkpoint: start over
+    assert requeued_checkpoint() is None  # requeued before the first checkpoint: start over
