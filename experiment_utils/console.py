@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.distributed import env_rank
+
 # Messages (third-party tips, deprecations inside libraries, notes about defaults) that a user of this
 # framework cannot act on. Matched against the start of the message, so unrelated messages stay visible.
 NOISE: tuple[str, ...] = (
@@ -97,12 +99,6 @@ def quiet_wandb_logger(logger: Any) -> Any:
     return logger
 
 
-def _is_rank_zero() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
 def _inline(value: Any) -> str:
     """A leaf value on one line: lists in brackets, strings bare, None as null."""
     if isinstance(value, list):
@@ -149,7 +145,7 @@ def config_tree(cfg: DictConfig) -> Any:
 
 def print_config(cfg: DictConfig) -> None:
     """Print the composed config once as a tree (rank zero only)."""
-    if not _is_rank_zero():
+    if env_rank() != 0:
         return
     from rich.console import Console
 

@@ -15,6 +15,7 @@ Lightning is imported inside the function that needs it.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from experiment_utils.errors import UserError
@@ -71,3 +72,8 @@ def lr_scale_factor(rule: str, global_batch: int, base_batch: int) -> float:
         )
     k = global_batch / base_batch
     return {"none": 1.0, "linear": k, "sqrt": math.sqrt(k)}[rule]
+
+
+def env_rank() -> int:
+    """This process's rank as the launcher's environment gives it (``RANK``, else ``LOCAL_RANK``; 0 alone)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))

@@ -21,6 +21,7 @@ from experiment_utils.atomic import atomic_write_json
 from experiment_utils.code_version import record_code_version
 from experiment_utils.config_check import check_override_types
 from experiment_utils.console import prepare_console, print_results
+from experiment_utils.distributed import env_rank
 from experiment_utils.errors import RunInterrupted, TrainingDiverged, UserError, first_line
 from experiment_utils.signals import STATE, install_signal_handlers, sigterm_exception_signal
 from experiment_utils.wandb_files import attach_run_files
@@ -63,10 +64,6 @@ def _active_wandb_info() -> dict[str, Any] | None:
         return _run_info(run) if run is not None else None
     except Exception:  # a half-initialised run must not hide the job's own error
         return None
-
-
-def _env_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
 def finish_wandb(exit_code: int = 0, preempted: bool = False) -> None:
@@ -188,7 +185,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     started = time.time()
     output_dir = Path(cfg.paths.output_dir) if cfg.get("paths") and cfg.paths.get("output_dir") else None
     install_signal_handlers()
-    is_zero = _env_rank() == 0
+    is_zero = env_rank() == 0
     record: dict[str, Any] = {"task": cfg.get("task_name"), "status": "running", "error": None}
     record.update(started_at=round(started, 3), pid=os.getpid())
     result: dict[str, Any] = {}
@@ -257,7 +254,7 @@ def _finish(
 ) -> None:
     """Write the final record, close the W&B run, release DDP state; print the summary of a completed run."""
     loggers = result.get("loggers", [])
-    is_zero = result.get("is_global_zero", _env_rank() == 0)
+    is_zero = result.get("is_global_zero", env_rank() == 0)
     completed = record["status"] == "completed"
     if is_zero:
         wandb_info = _wandb_info(loggers) if completed else _active_wandb_info()
