@@ -31,6 +31,8 @@ from datamodules.classification_transforms import (
     check_image_size,
     to_uint8_chw,
 )
+from datamodules.loaders import build_loader, check_pin_memory
+from datamodules.loaders import check_int as _check_int
 from experiment_utils.distributed import attached_trainer, eval_sampler
 from experiment_utils.errors import UserError
 from experiment_utils.plain_config import to_plain
@@ -100,15 +102,6 @@ def subset(split: SplitData, indices: np.ndarray) -> SplitData:
     return SplitData(images, split.labels[indices], set(split.sizes))
 
 
-def _check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(
-            f"data.{key} must be an integer >= {low}{' or null' if allow_none else ''}, got {value!r}"
-        )
-
-
 class ClassificationDataModule(pl.LightningDataModule):
     """Shared machinery of the classification datamodules (see the module docstring); subclasses implement
     ``_load_splits() -> {"train": SplitData, "val": ..., "test": ...}`` and set ``class_names``."""
@@ -128,7 +121,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = False,
         persistent_workers: bool = False,
     ) -> None:
         super().__init__()
@@ -165,7 +158,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = check_pin_memory(pin_memory)  # auto = pinned when training on CUDA
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
         self.class_names: list[str] = []
         self.splits: dict[str, SplitData] = {}
@@ -300,9 +293,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         batch_size = self.batch_size if train else self.eval_batch_size
         # Under DDP val/test images are split without padding, so each is scored exactly once.
         sampler = None if train else eval_sampler(dataset, attached_trainer(self), split)
-        return DataLoader(
+        return build_loader(
             dataset,
-            batch_size=batch_size,
+            batch_size,
+            trainer=attached_trainer(self),
             shuffle=train,
             sampler=sampler,
             drop_last=train and self._mixup is not None and len(dataset) >= batch_size,

@@ -1,36 +1,35 @@
-"""Where the images of a denoising experiment come from, split BY IMAGE into train / val / test.
+"""Where the clean images of a denoising experiment come from, split BY IMAGE into train / val / test.
 
-Each ``*_source`` function returns ``{"train": [...], "val": [...], "test": [...]}`` lists of ``ImageItem``:
-the pixels as stored (uint8/uint16, (H, W) or (H, W, 3)), a name for messages, and for paired data the real
-noisy image. Channel conversion, cropping and synthetic noise happen later, in ``datamodules.denoising``.
+A source is a ``CleanSource``: ``load()`` returns ``{"train": [...], "val": [...], "test": [...]}`` lists of
+``ImageItem`` (the pixels as stored, uint8/uint16, (H, W) or (H, W, 3), a name for messages, and for paired
+data the real noisy image). Channel conversion, cropping and synthetic noise happen later, in
+``datamodules.denoising``. The config picks a source by ``_target_`` (presets in ``conf/data/source/``):
 
-* ``skimage_source``: photos bundled with scikit-image (no download); ``SKIMAGE_PHOTOS`` lists the valid
+* ``SkimagePhotos``: photos bundled with scikit-image (no download); ``SKIMAGE_PHOTOS`` lists the valid
   names, ``DEFAULT_SKIMAGE_SPLIT`` the default split (the classic ``camera`` is a test image).
-* ``folder_source``: every image under a folder (recursive), shuffled with ``split_seed`` and split by
-  ``val_fraction`` / ``test_fraction`` (each non-zero fraction gets at least one image).
-* ``cifar10_source``: CIFAR-10 from the official python pickles. val = ``val_fraction`` of the official train
-  set (shuffled with ``split_seed``), train = the rest, test = the official test batch. ``max_images`` caps
-  the train pool (before the val split) and the test batch separately; ``test_fraction`` is not used.
-* ``paired_source``: real noisy/clean pairs from ``<root>/noisy/`` and ``<root>/clean/``: files are matched
-  by relative path without extension (``noisy/a/x.png`` <-> ``clean/a/x.tif``) and split like a folder.
+* ``datamodules.file_sources.FolderImages`` / ``PairedFolders`` / ``CIFAR10Images``: an image folder, real
+  noisy/clean pairs, CIFAR-10 (see that module).
 
-All images are read into memory once (CIFAR-10 as one uint8 array: 150 MB for all 50k).
+A new source is one ``CleanSource`` subclass implementing ``load`` plus one YAML file with its ``_target_``.
 """
 
 from __future__ import annotations
 
-import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import skimage.data
 
-from datamodules.image_io import list_images, read_image
+from datamodules.components import build_component
 from experiment_utils.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+DEFAULT_SOURCE: dict[str, Any] = {"_target_": "datamodules.clean_sources.SkimagePhotos"}
+"""The source of a data module built without one: the default skimage split."""
 
 SKIMAGE_PHOTOS: dict[str, str] = {
     "astronaut": "colour portrait, 512x512",
@@ -100,60 +99,30 @@ class ImageItem:
 Splits = dict[str, list[ImageItem]]
 
 
-# --------------------------------------------------------------------------------------------- skimage
+class CleanSource(ABC):
+    """The interface of a clean-image source: ``load`` reads every image once and splits them by image.
 
-
-def load_skimage_photo(name: str) -> np.ndarray:
-    """Load one of ``SKIMAGE_PHOTOS`` as uint8 (H, W) or (H, W, 3)."""
-    if name not in SKIMAGE_PHOTOS:
-        raise UserError(f"unknown skimage image {name!r}; valid names: {', '.join(sorted(SKIMAGE_PHOTOS))}")
-    import skimage.data
-
-    try:
-        image = getattr(skimage.data, name)()
-    except Exception as exc:
-        raise UserError(f"cannot load skimage image {name!r} ({exc}); choose another image") from exc
-    if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
-        image = image[0]
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    return np.ascontiguousarray(image.astype(np.uint8, copy=False))
-
-
-def skimage_source(spec: Mapping[str, Sequence[str]] | None = None) -> Splits:
-    """Load the skimage photos named per split in ``spec`` (None = ``DEFAULT_SKIMAGE_SPLIT``).
-
-    Raises UserError for an unknown split key or image name, or a name used in two splits.
+    ``paired`` is True for sources whose items carry a real noisy image (the noise model is then not used).
+    ``prepare`` runs once on the main process before ``load`` (e.g. a download).
     """
-    spec = DEFAULT_SKIMAGE_SPLIT if spec is None else spec
-    if not isinstance(spec, Mapping):
-        raise UserError(f"skimage_images must be a dict with keys {', '.join(SPLITS)}, got {spec!r}")
-    bad = sorted(set(map(str, spec)) - set(SPLITS))
-    if bad:
-        raise UserError(
-            f"skimage_images has unknown key(s) {', '.join(bad)}; valid keys: {', '.join(SPLITS)}"
-        )
-    seen: dict[str, str] = {}
-    out: Splits = {s: [] for s in SPLITS}
-    for split in SPLITS:
-        names = spec.get(split) or []
-        if isinstance(names, str):
-            names = [names]
-        for name in names:
-            if name not in SKIMAGE_PHOTOS:
-                raise UserError(
-                    f"unknown skimage image {name!r} in skimage_images.{split}; "
-                    f"valid names: {', '.join(sorted(SKIMAGE_PHOTOS))}"
-                )
-            if name in seen:
-                raise UserError(
-                    f"skimage image {name!r} is in both skimage_images.{seen[name]} and .{split}; "
-                    "each image may be in one split only"
-                )
-            seen[name] = split
-            out[split].append(ImageItem(name=name, clean=load_skimage_photo(name)))
-    return out
+
+    paired: bool = False
+
+    @abstractmethod
+    def load(self) -> Splits:
+        """The images of each split in ``SPLITS`` (lists may be empty; train and val must not be)."""
+
+    def prepare(self) -> None:
+        """Fetch what ``load`` needs (nothing by default)."""
+        return None
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+def build_source(node: Any, what: str = "data.source") -> CleanSource:
+    """The ``CleanSource`` of a ``_target_`` config node (or a source as is); None = ``DEFAULT_SOURCE``."""
+    return build_component(DEFAULT_SOURCE if node is None else node, CleanSource, what)
 
 
 # --------------------------------------------------------------------------------------------- splitting
@@ -197,7 +166,8 @@ def split_indices(
     return {"train": train, "val": val, "test": test}
 
 
-def _check_max_images(max_images: Any) -> int | None:
+def check_max_images(max_images: Any) -> int | None:
+    """``max_images`` when it is a positive integer or None, else UserError."""
     if max_images is None:
         return None
     if not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 1:
@@ -205,119 +175,71 @@ def _check_max_images(max_images: Any) -> int | None:
     return max_images
 
 
-def _cap(n: int, max_images: int | None, seed: int) -> list[int]:
+def cap_indices(n: int, max_images: int | None, seed: int) -> list[int]:
     """Indices of at most ``max_images`` of ``n`` items, chosen at random with ``seed`` (all when None)."""
     if max_images is None or max_images >= n:
         return list(range(n))
     return sorted(int(i) for i in np.random.default_rng([seed, 1]).permutation(n)[:max_images])
 
 
-# --------------------------------------------------------------------------------------------- folders
+# --------------------------------------------------------------------------------------------- skimage
 
 
-def folder_source(
-    root: str | os.PathLike[str] | None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
-    max_images: int | None = None,
-) -> Splits:
-    """All images under ``root`` (recursive), optionally capped to ``max_images``, split by image."""
-    if root is None:
-        raise UserError(
-            "source=folder needs root: the folder of clean images (set data.root=/path/to/images)"
-        )
-    root = Path(root).expanduser()
-    paths = list_images(root)
-    keep = _cap(len(paths), _check_max_images(max_images), split_seed)
-    paths = [paths[i] for i in keep]
-    index = split_indices(len(paths), val_fraction, test_fraction, split_seed, f"folder {root}")
-    return {
-        split: [ImageItem(name=str(paths[i]), clean=read_image(paths[i])) for i in idx]
-        for split, idx in index.items()
-    }
+def load_skimage_photo(name: str) -> np.ndarray:
+    """Load one of ``SKIMAGE_PHOTOS`` as uint8 (H, W) or (H, W, 3)."""
+    if name not in SKIMAGE_PHOTOS:
+        raise UserError(f"unknown skimage image {name!r}; valid names: {', '.join(sorted(SKIMAGE_PHOTOS))}")
+    try:
+        image = getattr(skimage.data, name)()
+    except Exception as exc:
+        raise UserError(f"cannot load skimage image {name!r} ({exc}); choose another image") from exc
+    if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
+        image = image[0]
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image.astype(np.uint8, copy=False))
 
 
-def paired_source(
-    root: str | os.PathLike[str] | None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    split_seed: int = 0,
-    max_images: int | None = None,
-) -> Splits:
-    """Real noisy/clean pairs from ``<root>/noisy/`` and ``<root>/clean/``, matched by relative path.
+class SkimagePhotos(CleanSource):
+    """The scikit-image photos named per split in ``images`` (None = ``DEFAULT_SKIMAGE_SPLIT``).
 
-    A file without its partner, two files with the same name but different extensions, or a pair whose
-    sizes differ raise UserError naming the file(s).
+    Raises UserError (when built) for an unknown split key or image name, or a name used in two splits.
     """
-    if root is None:
-        raise UserError("source=paired needs root: the folder holding noisy/ and clean/ (set data.root=...)")
-    root = Path(root).expanduser()
-    for sub in ("noisy", "clean"):
-        if not (root / sub).is_dir():
-            raise UserError(
-                f"paired data needs the folder {root / sub} (with matching files in noisy/ and clean/)"
-            )
-    found: dict[str, dict[str, Path]] = {}
-    for sub in ("noisy", "clean"):
-        found[sub] = {}
-        for path in list_images(root / sub):
-            key = path.relative_to(root / sub).with_suffix("").as_posix()
-            if key in found[sub]:
-                raise UserError(
-                    f"{found[sub][key]} and {path} have the same name; "
-                    f"keep one file per image in {root / sub}"
-                )
-            found[sub][key] = path
-    for sub, other in (("noisy", "clean"), ("clean", "noisy")):
-        for key, path in found[sub].items():
-            if key not in found[other]:
-                raise UserError(
-                    f"{path} has no partner: expected {root / other / key}.<ext> with the same relative name"
-                )
-    keys = sorted(found["noisy"])
-    keep = _cap(len(keys), _check_max_images(max_images), split_seed)
-    keys = [keys[i] for i in keep]
-    index = split_indices(len(keys), val_fraction, test_fraction, split_seed, f"paired folder {root}")
-    out: Splits = {}
-    for split, idx in index.items():
-        out[split] = []
-        for i in idx:
-            noisy_path, clean_path = found["noisy"][keys[i]], found["clean"][keys[i]]
-            noisy, clean = read_image(noisy_path), read_image(clean_path)
-            if noisy.shape[:2] != clean.shape[:2]:
-                raise UserError(
-                    f"noisy {noisy_path} is {noisy.shape[0]}x{noisy.shape[1]} but clean {clean_path} is "
-                    f"{clean.shape[0]}x{clean.shape[1]}; pairs must have the same size"
-                )
-            out[split].append(ImageItem(name=str(clean_path), clean=clean, noisy=noisy))
-    return out
 
+    def __init__(self, images: Mapping[str, Sequence[str] | str | None] | None = None) -> None:
+        spec = DEFAULT_SKIMAGE_SPLIT if images is None else images
+        where = "data.source.images"
+        if not isinstance(spec, Mapping):
+            raise UserError(f"{where} must be a dict with keys {', '.join(SPLITS)}, got {spec!r}")
+        bad = sorted(set(map(str, spec)) - set(SPLITS))
+        if bad:
+            raise UserError(f"{where} has unknown key(s) {', '.join(bad)}; valid keys: {', '.join(SPLITS)}")
+        seen: dict[str, str] = {}
+        self.images: dict[str, list[str]] = {}
+        for split in SPLITS:
+            names = spec.get(split) or []
+            names = [names] if isinstance(names, str) else list(names)
+            for name in names:
+                if name not in SKIMAGE_PHOTOS:
+                    raise UserError(
+                        f"unknown skimage image {name!r} in {where}.{split}; "
+                        f"valid names: {', '.join(sorted(SKIMAGE_PHOTOS))}"
+                    )
+                if name in seen:
+                    raise UserError(
+                        f"skimage image {name!r} is in both {where}.{seen[name]} and .{split}; "
+                        "each image may be in one split only"
+                    )
+                seen[name] = split
+            self.images[split] = names
 
-# --------------------------------------------------------------------------------------------- CIFAR-10
+    def load(self) -> Splits:
+        """The photos of each split, loaded from scikit-image's bundled files."""
+        return {
+            split: [ImageItem(name=name, clean=load_skimage_photo(name)) for name in names]
+            for split, names in self.images.items()
+        }
 
-
-def cifar10_source(
-    root: str | os.PathLike[str] | None,
-    download: bool = True,
-    max_images: int | None = None,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-) -> Splits:
-    """CIFAR-10: train/val from the official train set, test = the official test batch (see module doc)."""
-    from datamodules.cifar10_reader import read_cifar10
-
-    if root is None:
-        raise UserError("source=cifar10 needs root: the data dir that holds cifar-10-batches-py/")
-    cap = _check_max_images(max_images)
-    check_fractions(val_fraction, 0.0)
-    train_images, _, _ = read_cifar10(root, train=True, download=download)
-    test_images, _, _ = read_cifar10(root, train=False, download=False)
-    keep = _cap(len(train_images), cap, split_seed)
-    index = split_indices(len(keep), val_fraction, 0.0, split_seed, f"CIFAR-10 train set at {root}")
-    out: Splits = {}
-    for split in ("train", "val"):
-        out[split] = [ImageItem(f"cifar10 train #{keep[i]}", train_images[keep[i]]) for i in index[split]]
-    n_test = len(test_images) if cap is None else min(cap, len(test_images))
-    out["test"] = [ImageItem(f"cifar10 test #{i}", test_images[i]) for i in range(n_test)]
-    return out
+    def __repr__(self) -> str:
+        return f"SkimagePhotos({', '.join(f'{s}={len(n)}' for s, n in self.images.items())})"

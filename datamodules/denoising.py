@@ -19,228 +19,32 @@ side for the whole split (so batches still collate); with ``eval_crop=None`` ima
 needs equal sizes or ``eval_batch_size=1``.
 
 Channels: with ``channels=1`` colour images become gray by luminance (``skimage.color.rgb2gray``), with
-``channels=3`` gray images are repeated to RGB. For ``source=paired`` the real noisy image is used (the same
-crop and orientation as the clean one) and ``noise`` is ignored. See ``datamodules.clean_sources`` for the
-sources and their splits, ``datamodules.noise`` for the noise models.
+``channels=3`` gray images are repeated to RGB. ``source`` and ``noise`` / ``eval_noise`` are ``_target_``
+config nodes (plain dicts, presets in ``conf/data/source/`` and ``conf/data/noise/``) built here: see
+``datamodules.clean_sources`` for the sources and their splits, ``datamodules.noise`` for the noise models. For
+a paired source (``PairedFolders``) the real noisy image is used (the same crop and orientation as the clean
+one) and ``noise`` is ignored.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from datamodules.clean_sources import (
-    SPLITS,
-    ImageItem,
-    Splits,
-    check_fractions,
-    cifar10_source,
-    folder_source,
-    paired_source,
-    skimage_source,
-)
-from datamodules.image_io import to_float
+from datamodules.clean_sources import SPLITS, CleanSource, ImageItem, Splits, build_source
+from datamodules.components import is_plain
+from datamodules.denoising_datasets import EvalImages, PatchSampler, TrainPatches
+from datamodules.loaders import build_loader, check_int, check_pin_memory
 from datamodules.noise import NoiseModel, build_noise
 from experiment_utils.distributed import attached_trainer, eval_sampler, rank_and_world
 from experiment_utils.errors import UserError
 from experiment_utils.plain_config import to_plain
 
 log = logging.getLogger(__name__)
-
-SOURCES: tuple[str, ...] = ("skimage", "folder", "cifar10", "paired")
-"""The values accepted for ``source``."""
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-
-
-def to_tensor(array: np.ndarray, channels: int) -> torch.Tensor:
-    """Pixels as stored ((H, W) or (H, W, 3), uint8/uint16) -> float32 (channels, H, W) in [0, 1]."""
-    x = to_float(array)
-    if x.ndim == 3 and channels == 1:
-        from skimage.color import rgb2gray
-
-        x = rgb2gray(x)
-    elif x.ndim == 2 and channels == 3:
-        x = np.repeat(x[:, :, None], 3, axis=2)
-    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-def eval_seed(noise_seed: int, split: str, index: int) -> int:
-    """Seed of the noise generator for image ``index`` of ``split`` (stable across machines and versions)."""
-    state = np.random.SeedSequence([int(noise_seed), _SPLIT_CODE[split], int(index)])
-    return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def patch_seed(seed: int, epoch: int, index: int) -> int:
-    """Seed of the generator of training patch ``index`` of ``epoch`` in a run whose data seed is ``seed``."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index)])
-    return int(state.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-class TrainPatches(Dataset):
-    """``length`` random (noisy, clean) patches per epoch.
-
-    Item ``epoch * length + i`` (the indices ``PatchSampler`` yields) is patch ``i`` of ``epoch``, drawn from
-    a generator seeded by ``patch_seed(seed, epoch, i)``: the same patch in any process or worker. ``seed``
-    None is drawn from torch's RNG by ``ensure_seed`` (called in the main process when a loader is made).
-    """
-
-    def __init__(
-        self,
-        items: Sequence[ImageItem],
-        channels: int,
-        patch_size: int,
-        length: int,
-        noise: NoiseModel | None,
-        seed: int | None = None,
-    ) -> None:
-        self.items = list(items)
-        self.channels = channels
-        self.patch_size = patch_size
-        self.length = length
-        self.noise = noise
-        self.seed = seed
-        self.passes = 0  # epochs drawn by samplers that were not told their epoch (plain iteration)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def ensure_seed(self) -> int:
-        """The data seed, drawn from torch's RNG on first use (so ``seed_everything`` fixes it)."""
-        if self.seed is None:
-            self.seed = int(torch.randint(0, 2**62, ()).item())
-        return self.seed
-
-    def next_pass(self) -> int:
-        """A new epoch number for a pass whose epoch nobody set (each plain iteration gets fresh patches)."""
-        self.passes += 1
-        return self.passes - 1
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, i = divmod(int(index), self.length)
-        g = torch.Generator().manual_seed(patch_seed(self.ensure_seed(), epoch, i))
-        item = self.items[int(torch.randint(len(self.items), (), generator=g))]
-        height, width = item.size
-        p = self.patch_size
-        top = int(torch.randint(height - p + 1, (), generator=g))
-        left = int(torch.randint(width - p + 1, (), generator=g))
-        turns, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=g))
-        flip = flip % 2
-
-        def crop(array: np.ndarray) -> torch.Tensor:
-            t = to_tensor(array[top : top + p, left : left + p], self.channels)
-            if flip:
-                t = torch.flip(t, dims=(2,))
-            return torch.rot90(t, turns, dims=(1, 2)).contiguous() if turns else t
-
-        clean = crop(item.clean)
-        if item.noisy is not None:
-            return crop(item.noisy), clean
-        assert self.noise is not None
-        return self.noise(clean, g).contiguous(), clean
-
-
-class EvalImages(Dataset):
-    """Fixed (noisy, clean) images of one split: centre crop of ``crop`` (None = whole), seeded noise."""
-
-    def __init__(
-        self,
-        items: Sequence[ImageItem],
-        channels: int,
-        crop: int | None,
-        noise: NoiseModel | None,
-        noise_seed: int,
-        split: str,
-    ) -> None:
-        self.items = list(items)
-        self.channels = channels
-        self.crop = crop
-        self.noise = noise
-        self.noise_seed = noise_seed
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        item = self.items[index]
-
-        def crop(array: np.ndarray) -> np.ndarray:
-            if self.crop is None:
-                return array
-            height, width = array.shape[:2]
-            top, left = (height - self.crop) // 2, (width - self.crop) // 2
-            return array[top : top + self.crop, left : left + self.crop]
-
-        clean = to_tensor(crop(item.clean), self.channels)
-        if item.noisy is not None:
-            return to_tensor(crop(item.noisy), self.channels), clean
-        assert self.noise is not None
-        g = torch.Generator().manual_seed(eval_seed(self.noise_seed, self.split, index))
-        return self.noise(clean, g).contiguous(), clean
-
-
-class PatchSampler(DistributedSampler):
-    """Indices ``epoch * length + i`` of the training patches of one process (all of them on one process).
-
-    Process ``rank`` of ``num_replicas`` gets patches rank, rank + W, ... of the epoch, in order. The epoch is
-    the one Lightning sets with ``set_epoch`` (so a resumed run continues the patch sequence); without
-    ``set_epoch`` every iteration takes the dataset's next pass number. Being a ``DistributedSampler``,
-    Lightning keeps it under DDP instead of putting its own in.
-    """
-
-    def __init__(
-        self,
-        dataset: TrainPatches,
-        num_replicas: int = 1,
-        rank: int = 0,
-        resume_at: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self._epoch_set = False
-        # (epoch, indices done): a run resumed in the middle of that epoch continues with the patches it had
-        # not trained on yet, so it matches an uninterrupted run exactly
-        self.resume_at = resume_at
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use patches of ``epoch`` from now on (Lightning calls this at the start of every epoch)."""
-        super().set_epoch(epoch)
-        self._epoch_set = True
-
-    def __iter__(self):  # type: ignore[override]
-        """The indices of this process for the current epoch."""
-        dataset: TrainPatches = self.dataset  # type: ignore[assignment]
-        epoch = self.epoch if self._epoch_set else dataset.next_pass()
-        offset = epoch * len(dataset)
-        indices = [offset + i for i in super().__iter__()]
-        if self.resume_at is not None and self.resume_at[0] == epoch:
-            indices = indices[self.resume_at[1] :]
-        self.resume_at = None
-        return iter(indices)
-
-
-def resolve_pin_memory(pin_memory: bool | str, trainer: Any | None) -> bool:
-    """``data.pin_memory`` as a bool: ``auto`` = pinned when the trainer's device (or, without a trainer, the
-    machine) is a CUDA GPU, where Lightning's non-blocking host-to-device copies then overlap with compute."""
-    if pin_memory != "auto":
-        return bool(pin_memory)
-    if trainer is not None:
-        return trainer.strategy.root_device.type == "cuda"
-    return torch.cuda.is_available()
-
-
-def _check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        extra = " or null" if allow_none else ""
-        raise UserError(f"data.{key} must be an integer >= {low}{extra}, got {value!r}")
 
 
 class DenoisingDataModule(pl.LightningDataModule):
@@ -253,17 +57,10 @@ class DenoisingDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "skimage",
-        root: str | None = None,
-        skimage_images: dict | None = None,
-        download: bool = True,
-        max_images: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
+        source: Any = None,
+        noise: Any = None,
+        eval_noise: Any = None,
         channels: int = 1,
-        noise: dict | None = None,
-        eval_noise: dict | None = None,
         patch_size: int = 40,
         patches_per_epoch: int = 4096,
         batch_size: int = 32,
@@ -276,16 +73,7 @@ class DenoisingDataModule(pl.LightningDataModule):
         prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        skimage_images = to_plain(skimage_images)
-        noise = to_plain(noise)
-        eval_noise = to_plain(eval_noise)
-        root = None if root is None else str(root)
-        if source not in SOURCES:
-            raise UserError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
-        if source != "skimage" and root is None:
-            raise UserError(
-                f"source={source} needs data.root (see conf/data/denoise_*.yaml for what it holds)"
-            )
+        source, noise, eval_noise = (to_plain(v) for v in (source, noise, eval_noise))
         if channels not in (1, 3):
             raise UserError(f"data.channels must be 1 (gray) or 3 (RGB), got {channels!r}")
         for key, value, low in (
@@ -294,29 +82,29 @@ class DenoisingDataModule(pl.LightningDataModule):
             ("batch_size", batch_size, 1),
             ("eval_batch_size", eval_batch_size, 1),
             ("num_workers", num_workers, 0),
-            ("split_seed", split_seed, 0),
             ("noise_seed", noise_seed, 0),
         ):
-            _check_int(key, value, low)
-        _check_int("eval_crop", eval_crop, 1, allow_none=True)
-        _check_int("max_images", max_images, 1, allow_none=True)
-        if source in ("folder", "paired"):
-            check_fractions(val_fraction, test_fraction)
-        self.save_hyperparameters()
-        self.source = source
-        self.root = root
-        self.skimage_images = skimage_images
-        self.download = bool(download)
-        self.max_images = max_images
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.split_seed = split_seed
-        self.channels = channels
-        self.noise: NoiseModel | None = None if source == "paired" else build_noise(noise)
+            check_int(key, value, low)
+        check_int("eval_crop", eval_crop, 1, allow_none=True)
+        check_int("prefetch_factor", prefetch_factor, 1, allow_none=True)
+        # the source and noise nodes are saved as given (plain dicts); objects passed in code are not saved
+        self.save_hyperparameters(
+            ignore=[
+                k
+                for k, v in (("source", source), ("noise", noise), ("eval_noise", eval_noise))
+                if not is_plain(v)
+            ]
+        )
+        self.source: CleanSource = build_source(source)
+        # a paired source brings real noisy images: no synthetic noise is made
+        self.noise: NoiseModel | None = None if self.source.paired else build_noise(noise)
         # val/test noise: its own model when given (e.g. fixed sigma for a blind model), else the training one
         self.eval_noise: NoiseModel | None = (
-            self.noise if source == "paired" or eval_noise is None else build_noise(eval_noise)
+            self.noise
+            if self.source.paired or eval_noise is None
+            else build_noise(eval_noise, "data.eval_noise")
         )
+        self.channels = channels
         self.patch_size = patch_size
         self.patches_per_epoch = patches_per_epoch
         self.batch_size = batch_size
@@ -324,11 +112,8 @@ class DenoisingDataModule(pl.LightningDataModule):
         self.eval_crop = eval_crop
         self.noise_seed = noise_seed
         self.num_workers = num_workers
-        if pin_memory != "auto" and not isinstance(pin_memory, bool):
-            raise UserError(f"data.pin_memory must be true, false or auto, got {pin_memory!r}")
-        self.pin_memory: bool | str = pin_memory  # auto = pinned when training on a CUDA device
+        self.pin_memory: bool | str = check_pin_memory(pin_memory)  # auto = pinned when training on CUDA
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
-        _check_int("prefetch_factor", prefetch_factor, 1, allow_none=True)
         self.prefetch_factor = prefetch_factor  # batches loaded ahead by each worker (num_workers > 0)
         # Seed of the training patches, peeked from torch's RNG without advancing it when the module is built
         # (right after seed_everything): a single process and every DDP process agree on it, whatever they
@@ -344,34 +129,18 @@ class DenoisingDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------------------------------- loading
 
     def prepare_data(self) -> None:
-        """Download CIFAR-10 when needed (other sources need no preparation)."""
-        if self.source == "cifar10" and self.download:
-            from datamodules.cifar10_reader import read_cifar10
-
-            read_cifar10(str(self.root), train=False, download=True)
-
-    def _load(self) -> Splits:
-        if self.source == "skimage":
-            return skimage_source(self.skimage_images)
-        if self.source == "folder":
-            return folder_source(
-                self.root, self.val_fraction, self.test_fraction, self.split_seed, self.max_images
-            )
-        if self.source == "paired":
-            return paired_source(
-                self.root, self.val_fraction, self.test_fraction, self.split_seed, self.max_images
-            )
-        return cifar10_source(self.root, self.download, self.max_images, self.val_fraction, self.split_seed)
+        """Let the source fetch what it needs (e.g. the CIFAR-10 download)."""
+        self.source.prepare()
 
     def setup(self, stage: str | None = None) -> None:
         """Load and split the images and build the datasets (once; later calls return immediately)."""
         if self._splits is not None:
             return
-        splits = self._load()
+        splits = self.source.load()
         if not splits["train"]:
-            raise UserError(f"no training images for source={self.source}; add images to the train split")
+            raise UserError(f"no training images from {self.source!r}; add images to the train split")
         if not splits["val"]:
-            raise UserError(f"no validation images for source={self.source}; add images to the val split")
+            raise UserError(f"no validation images from {self.source!r}; add images to the val split")
         smallest = min(splits["train"], key=lambda it: min(it.size))
         if self.patch_size > min(smallest.size):
             raise UserError(
@@ -422,14 +191,19 @@ class DenoisingDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------------------------------- loaders
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
+    def split_dataset(self, split: str) -> Dataset:
+        """The dataset of ``split`` (after ``setup``); UserError when the split has no images."""
         if not self.datasets:
             self.setup()
         dataset = self.datasets[split]
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise UserError(
-                f"no {split} images for source={self.source}; set data.test_fraction > 0 or list test images"
+                f"no {split} images from {self.source!r}; set data.source.test_fraction > 0 or list test images"
             )
+        return dataset
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        dataset = self.split_dataset(split)
         trainer = attached_trainer(self)
         if isinstance(dataset, TrainPatches):
             dataset.ensure_seed()
@@ -441,18 +215,15 @@ class DenoisingDataModule(pl.LightningDataModule):
             sampler = PatchSampler(dataset, num_replicas=world, rank=rank, resume_at=resume_at)
         else:
             sampler = eval_sampler(dataset, trainer, split)
-        extra: dict[str, Any] = {}
-        if self.num_workers > 0 and self.prefetch_factor is not None:
-            extra["prefetch_factor"] = self.prefetch_factor
-        return DataLoader(
+        return build_loader(
             dataset,
-            batch_size=batch_size,
-            shuffle=False,
+            batch_size,
+            trainer=trainer,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=resolve_pin_memory(self.pin_memory, trainer),
+            pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            **extra,
+            prefetch_factor=self.prefetch_factor,
         )
 
     def state_dict(self) -> dict[str, Any]:

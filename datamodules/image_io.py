@@ -3,32 +3,32 @@
 * ``read_image`` returns the pixels as stored: ``(H, W)`` or ``(H, W, 3)`` numpy arrays of dtype uint8 or
   uint16 (alpha channels are dropped, 1-bit images become 0/255 uint8). TIFF files go through ``tifffile``
   (first page of a multi-page file), everything else through Pillow. Pillow silently reduces 16-bit colour
-  PNGs to 8 bits, so those (and 16-bit gray+alpha PNGs) are decoded by the small PNG codec in this module.
+  PNGs to 8 bits, so those (and 16-bit gray+alpha PNGs) are decoded by ``imagecodecs`` (libpng).
 * ``write_image`` keeps the dtype: 8-bit gray/RGB for png, tif, tiff, bmp, jpg, jpeg; 16-bit gray/RGB for
-  png, tif and tiff (16-bit RGB PNGs are encoded by this module, Pillow cannot write them). EXIF orientation
-  tags are not applied when reading (pixels are used as stored).
+  png, tif and tiff (16-bit RGB PNGs are encoded by ``imagecodecs``, Pillow cannot write them). Files are
+  written atomically. EXIF orientation tags are not applied when reading (pixels are used as stored).
 * ``to_float`` / ``from_float`` map uint8 (÷255) and uint16 (÷65535) to float32 in [0, 1] and back.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
+import tifffile
+from PIL import Image
 
 from experiment_utils.atomic import atomic_write
-from experiment_utils.errors import UserError
+from experiment_utils.errors import UserError, first_line
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """File name endings (compared case-insensitively) that ``list_images`` picks up."""
 
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel (palette type 3 not needed)
 
 
 def _ext_list() -> str:
@@ -72,14 +72,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             header = _png_header(path)
             if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-                array = _decode_png(path.read_bytes())
+                array = imagecodecs.png_decode(path.read_bytes())
             else:
                 array = _read_pillow(path)
     except UserError:
         raise
     except Exception as exc:  # any decoder failure means the file is unusable
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read image {path}: {msg}; replace or remove the file") from exc
+        raise UserError(f"cannot read image {path}: {first_line(exc)}; replace or remove the file") from exc
     return _normalise(array, path)
 
 
@@ -111,8 +110,6 @@ def _normalise(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         array = page.asarray()
@@ -123,8 +120,6 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         im.load()
         mode = im.mode
@@ -147,122 +142,6 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     if len(head) < 33 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
-
-
-def _decode_png(data: bytes) -> np.ndarray:
-    """Decode a non-interlaced PNG of bit depth 8 or 16 (gray, gray+alpha, RGB, RGBA) to (H, W, C)."""
-    if not data.startswith(_PNG_SIGNATURE):
-        raise ValueError("not a PNG file")
-    pos, header, idat = len(_PNG_SIGNATURE), None, []
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        ctype = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length] or b"\0\0\0\0")
-        if len(body) != length or zlib.crc32(ctype + body) & 0xFFFFFFFF != crc:
-            raise ValueError(f"corrupt PNG chunk {ctype!r}")
-        if ctype == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif ctype == b"IDAT":
-            idat.append(body)
-        elif ctype == b"IEND":
-            break
-        pos += 12 + length
-    if header is None or not idat:
-        raise ValueError("PNG file has no IHDR or no IDAT chunk (truncated?)")
-    width, height, depth, colour, _, _, interlace = header
-    if depth not in (8, 16) or colour not in _PNG_CHANNELS:
-        raise ValueError(f"unsupported PNG bit depth {depth} / colour type {colour}")
-    if interlace:
-        raise ValueError("interlaced 16-bit PNGs are not supported; re-save without interlacing or as TIFF")
-    channels = _PNG_CHANNELS[colour]
-    bpp = channels * depth // 8
-    stride = width * bpp
-    raw = zlib.decompress(b"".join(idat))
-    if len(raw) != height * (stride + 1):
-        raise ValueError("PNG image data has the wrong size (truncated?)")
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1)
-    out = np.empty((height, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.uint8)
-    for y in range(height):
-        ftype, line = int(rows[y, 0]), rows[y, 1:]
-        if ftype == 0:
-            cur = line.copy()
-        elif ftype == 1:  # Sub: running sum per byte lane, modulo 256
-            cur = np.cumsum(line.reshape(width, bpp), axis=0, dtype=np.uint8).reshape(stride)
-        elif ftype == 2:  # Up
-            cur = line + prev
-        elif ftype in (3, 4):  # Average / Paeth depend on the decoded left neighbour: sequential
-            cur = np.frombuffer(_unfilter_sequential(ftype, bytearray(line), prev.tobytes(), bpp), np.uint8)
-        else:
-            raise ValueError(f"corrupt PNG: unknown filter type {ftype}")
-        out[y] = cur
-        prev = out[y]
-    if depth == 16:
-        return out.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    return out.reshape(height, width, channels)
-
-
-def _unfilter_sequential(ftype: int, line: bytearray, prev: bytes, bpp: int) -> bytearray:
-    for i in range(len(line)):
-        a = line[i - bpp] if i >= bpp else 0
-        b = prev[i]
-        if ftype == 3:
-            pred = (a + b) >> 1
-        else:
-            c = prev[i - bpp] if i >= bpp else 0
-            p = a + b - c
-            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-            pred = a if (pa <= pb and pa <= pc) else (b if pb <= pc else c)
-        line[i] = (line[i] + pred) & 0xFF
-    return line
-
-
-def _encode_png(array: np.ndarray, filter_type: int = 2) -> bytes:
-    """Encode a (H, W) or (H, W, C) uint8/uint16 array as PNG bytes, every row with ``filter_type`` (0-4)."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    height, width, channels = array.shape
-    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    depth = 16 if array.dtype == np.uint16 else 8
-    data = np.ascontiguousarray(array.astype(">u2") if depth == 16 else array)
-    bpp = channels * depth // 8
-    cur = data.view(np.uint8).reshape(height, width * bpp).astype(np.int32)
-    up = np.vstack([np.zeros((1, cur.shape[1]), np.int32), cur[:-1]])
-    left = np.hstack([np.zeros((height, bpp), np.int32), cur[:, :-bpp]])
-    upleft = np.hstack([np.zeros((height, bpp), np.int32), up[:, :-bpp]])
-    if filter_type == 0:
-        pred = np.zeros_like(cur)
-    elif filter_type == 1:
-        pred = left
-    elif filter_type == 2:
-        pred = up
-    elif filter_type == 3:
-        pred = (left + up) >> 1
-    elif filter_type == 4:
-        p = left + up - upleft
-        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
-        pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
-    else:
-        raise ValueError(f"PNG filter type must be 0-4, got {filter_type}")
-    filtered = ((cur - pred) & 0xFF).astype(np.uint8)
-    rows = np.hstack([np.full((height, 1), filter_type, np.uint8), filtered])
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -293,14 +172,10 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
     def writer(tmp: str) -> None:
         if ext in (".tif", ".tiff"):
-            import tifffile
-
             tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
         elif ext == ".png" and array.dtype == np.uint16 and array.ndim == 3:
-            Path(tmp).write_bytes(_encode_png(array))
+            Path(tmp).write_bytes(imagecodecs.png_encode(array))
         else:
-            from PIL import Image
-
             fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[ext]
             extra: dict[str, Any] = {"quality": 95} if fmt == "JPEG" else {}
             Image.fromarray(array).save(tmp, format=fmt, **extra)

@@ -42,6 +42,16 @@ def attached_trainer(datamodule: Any) -> Any | None:
         return None
 
 
+def check_split_covers_world(size: int, world: int, split: str) -> None:
+    """UserError when a val/test split of ``size`` items has fewer items than the ``world`` processes (a rank
+    without a batch would wait forever for the others at the end of the epoch)."""
+    if size < world:
+        raise UserError(
+            f"the {split} split has {size} item(s) but the run has {world} processes; every process needs at "
+            f"least one: add {split} images or use fewer devices (trainer.devices)"
+        )
+
+
 def eval_sampler(dataset: Any, trainer: Any | None, split: str) -> Any | None:
     """Sampler for a val/test loader: None on one process, else an unrepeated distributed sampler.
 
@@ -51,12 +61,7 @@ def eval_sampler(dataset: Any, trainer: Any | None, split: str) -> Any | None:
     rank, world = rank_and_world(trainer)
     if world <= 1:
         return None
-    size = len(dataset)
-    if size < world:
-        raise UserError(
-            f"the {split} split has {size} item(s) but the run has {world} processes; every process needs at "
-            f"least one: add {split} images or use fewer devices (trainer.devices)"
-        )
+    check_split_covers_world(len(dataset), world, split)
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)

@@ -14,12 +14,10 @@ from experiment_utils.instantiation import instantiate_loggers, instantiate_node
 log = logging.getLogger(__name__)
 
 
-def _gaussian_sigma(noise_cfg: Any) -> float | None:
+def _known_sigma(datamodule: Any) -> float | None:
     """σ on the [0, 1] scale when the test noise is Gaussian with a fixed σ, else None (baselines estimate it)."""
-    if not noise_cfg or noise_cfg.get("kind", "gaussian") != "gaussian" or noise_cfg.get("sigma_range"):
-        return None
-    sigma = noise_cfg.get("sigma")
-    return float(sigma) / 255.0 if sigma is not None else None
+    noise = getattr(datamodule, "eval_noise", None)
+    return noise.known_sigma() if noise is not None else None
 
 
 def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> dict[str, dict[str, float]]:
@@ -168,7 +166,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         baselines = score_baselines(
             datamodule,
             list(cfg.get("baselines") or []),
-            _gaussian_sigma(data_cfg.get("eval_noise") or data_cfg.get("noise")),
+            _known_sigma(datamodule),
         )
         net_name = run_cfg.model.get("net", {}).get("name", "model")
         table = [

@@ -36,7 +36,12 @@ def test_bad_value_for_a_constructor(tmp_path: Path) -> None:
 def test_missing_data_folder(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_folder"
     proc = run_script(
-        "train.py", "data=denoise_folder", f"data.root={missing}", "logger=none", cwd=tmp_path, check=False
+        "train.py",
+        "data=denoise_folder",
+        f"data.source.root={missing}",
+        "logger=none",
+        cwd=tmp_path,
+        check=False,
     )
     assert_one_line_error(proc, str(missing))
     metrics = next((tmp_path / "outputs").rglob("metrics.json")).read_text()
@@ -55,7 +60,7 @@ def test_unreadable_image_in_data_folder(tmp_path: Path) -> None:
     proc = run_script(
         "train.py",
         "data=denoise_folder",
-        f"data.root={folder}",
+        f"data.source.root={folder}",
         "logger=none",
         "debug=fast_dev_run",
         cwd=tmp_path,
@@ -107,8 +112,8 @@ def test_cifar10_not_available_offline(tmp_path: Path) -> None:
     proc = run_script(
         "train.py",
         "data=denoise_cifar10",
-        f"data.root={tmp_path / 'data'}",
-        "data.download=false",
+        f"data.source.root={tmp_path / 'data'}",
+        "data.source.download=false",
         "logger=none",
         cwd=tmp_path,
         check=False,

@@ -15,8 +15,8 @@ from tests.conftest import CONF_DIR, REPO_ROOT, compose
 
 # Values a user must supply for some options (marked ??? in the YAML).
 REQUIRED = {
-    "data/denoise_folder": ["data.root=/nonexistent/clean"],
-    "data/denoise_pairs": ["data.root=/nonexistent/pairs"],
+    "data/denoise_folder": ["data.source.root=/nonexistent/clean"],
+    "data/denoise_pairs": ["data.source.root=/nonexistent/pairs"],
     "data/image_folder": ["data.root=/nonexistent/images"],
 }
 

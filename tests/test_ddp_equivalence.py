@@ -32,9 +32,9 @@ COMMON = [
     "data.patches_per_epoch=96",
     "data.eval_crop=64",
     "data.eval_batch_size=1",  # uneven numbers of eval batches per process (2 and 1)
-    f"data.skimage_images.train=[{','.join(SPLIT['train'])}]",
-    f"data.skimage_images.val=[{','.join(SPLIT['val'])}]",
-    f"data.skimage_images.test=[{','.join(SPLIT['test'])}]",
+    f"data.source.images.train=[{','.join(SPLIT['train'])}]",
+    f"data.source.images.val=[{','.join(SPLIT['val'])}]",
+    f"data.source.images.test=[{','.join(SPLIT['test'])}]",
     "model.net.depth=4",
     "model.net.width=8",
     "model.net.batch_norm=false",
@@ -58,7 +58,11 @@ class _FakeTrainer:
 def _module(rank: int, world: int, batch_size: int) -> DenoisingDataModule:
     torch.manual_seed(0)  # the data seed is peeked from torch's RNG, as after seed_everything in every rank
     dm = DenoisingDataModule(
-        skimage_images=SPLIT, patch_size=16, patches_per_epoch=40, batch_size=batch_size, eval_crop=32
+        source={"_target_": "datamodules.clean_sources.SkimagePhotos", "images": SPLIT},
+        patch_size=16,
+        patches_per_epoch=40,
+        batch_size=batch_size,
+        eval_crop=32,
     )
     dm.trainer = _FakeTrainer(rank, world)  # type: ignore[assignment]
     dm.setup("fit")

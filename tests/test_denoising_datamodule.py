@@ -14,8 +14,32 @@ from datamodules.denoising import DenoisingDataModule
 from datamodules.image_io import write_image
 from experiment_utils.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 SMALL = {"train": ["brick", "chelsea"], "val": ["moon"], "test": ["camera"]}
+
+
+def photos(images: dict) -> dict:
+    """A ``data.source`` node: these skimage photos."""
+    return {"_target_": "datamodules.clean_sources.SkimagePhotos", "images": images}
+
+
+def folder(root: Path, **kwargs) -> dict:
+    """A ``data.source`` node: the images under ``root``."""
+    return {"_target_": "datamodules.file_sources.FolderImages", "root": str(root), **kwargs}
+
+
+def paired(root: Path, **kwargs) -> dict:
+    """A ``data.source`` node: noisy/clean pairs under ``root``."""
+    return {"_target_": "datamodules.file_sources.PairedFolders", "root": str(root), **kwargs}
+
+
+def cifar10(root: Path, **kwargs) -> dict:
+    """A ``data.source`` node: CIFAR-10 pickles under ``root`` (no download)."""
+    return {
+        "_target_": "datamodules.file_sources.CIFAR10Images",
+        "root": str(root),
+        "download": False,
+        **kwargs,
+    }
 
 
 def _batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -52,11 +76,11 @@ def test_default_skimage_split_shapes_and_noise_level():
     train_residual = torch.cat([(n - c).flatten() for n, c in train])
     assert abs(train_residual.std().item() * 255 - 25) < 1.0
     # plain hyper-parameters (checkpoints must load with weights_only=True)
-    assert dm.hparams["noise"] is None and dm.hparams["source"] == "skimage"
+    assert dm.hparams["noise"] is None and dm.hparams["source"] is None
 
 
 def test_eval_batches_fixed_across_passes_and_instances_train_batches_fresh():
-    kwargs = dict(skimage_images=SMALL, patch_size=32, patches_per_epoch=8, batch_size=8, eval_crop=128)
+    kwargs = dict(source=photos(SMALL), patch_size=32, patches_per_epoch=8, batch_size=8, eval_crop=128)
     dm1 = DenoisingDataModule(**kwargs)
     dm1.setup("fit")
     first = _batches(dm1.val_dataloader())
@@ -77,7 +101,7 @@ def test_eval_batches_fixed_across_passes_and_instances_train_batches_fresh():
 
 
 def test_setup_is_idempotent_and_cheap():
-    dm = DenoisingDataModule(skimage_images=SMALL)
+    dm = DenoisingDataModule(source=photos(SMALL))
     dm.setup("fit")
     datasets = dict(dm.datasets)
     start = time.perf_counter()
@@ -87,7 +111,7 @@ def test_setup_is_idempotent_and_cheap():
 
 
 def test_channels_conversion():
-    gray = DenoisingDataModule(skimage_images={"train": ["camera"], "val": ["chelsea"]}, eval_crop=64)
+    gray = DenoisingDataModule(source=photos({"train": ["camera"], "val": ["chelsea"]}), eval_crop=64)
     gray.setup()
     from skimage.color import rgb2gray
 
@@ -98,7 +122,7 @@ def test_channels_conversion():
     assert clean.shape == (1, 64, 64)
     np.testing.assert_allclose(clean[0].numpy(), expected, atol=1e-6)
     colour = DenoisingDataModule(
-        skimage_images={"train": ["chelsea"], "val": ["camera"]}, channels=3, eval_crop=64, patch_size=16
+        source=photos({"train": ["chelsea"], "val": ["camera"]}), channels=3, eval_crop=64, patch_size=16
     )
     colour.setup()
     _, clean = colour.datasets["val"][0]
@@ -111,20 +135,26 @@ def test_channels_conversion():
 
 def test_skimage_and_argument_errors():
     with pytest.raises(UserError, match=r"unknown skimage image 'lena'.*camera"):
-        DenoisingDataModule(skimage_images={"train": ["lena"], "val": ["moon"]}).setup()
+        DenoisingDataModule(source=photos({"train": ["lena"], "val": ["moon"]})).setup()
     with pytest.raises(UserError, match="both"):
-        DenoisingDataModule(skimage_images={"train": ["moon"], "val": ["moon"]}).setup()
+        DenoisingDataModule(source=photos({"train": ["moon"], "val": ["moon"]})).setup()
     with pytest.raises(UserError, match=r"patch_size 600 is larger than training image"):
-        DenoisingDataModule(skimage_images=SMALL, patch_size=600).setup()
-    with pytest.raises(UserError, match="valid sources"):
+        DenoisingDataModule(source=photos(SMALL), patch_size=600).setup()
+    with pytest.raises(UserError, match=r"data\.source must be a config with a _target_"):
         DenoisingDataModule(source="imagenet")
-    with pytest.raises(UserError, match=r"needs data\.root"):
-        DenoisingDataModule(source="cifar10")
+    with pytest.raises(UserError, match=r"data\.source\.root is not set"):
+        DenoisingDataModule(source=cifar10(Path("x")) | {"root": None})
+    with pytest.raises(UserError, match="no_such_module"):
+        DenoisingDataModule(source={"_target_": "no_such_module.Source"})
+    with pytest.raises(UserError, match="not a CleanSource"):
+        DenoisingDataModule(source={"_target_": "datamodules.noise.GaussianNoise", "sigma": 5})
     with pytest.raises(UserError, match="channels"):
         DenoisingDataModule(channels=2)
-    with pytest.raises(UserError, match="valid kinds"):
+    with pytest.raises(UserError, match=r"data\.noise must be a config with a _target_"):
         DenoisingDataModule(noise={"kind": "blur"})
-    no_test = DenoisingDataModule(skimage_images={"train": ["camera"], "val": ["moon"]})
+    with pytest.raises(UserError, match=r"cannot build 'data\.noise'.*sigmaa"):
+        DenoisingDataModule(noise={"_target_": "datamodules.noise.GaussianNoise", "sigmaa": 5})
+    no_test = DenoisingDataModule(source=photos({"train": ["camera"], "val": ["moon"]}))
     no_test.setup()
     with pytest.raises(UserError, match="no test images"):
         no_test.test_dataloader()
@@ -149,10 +179,7 @@ def _photo_folder(root: Path, n: int) -> list[Path]:
 def test_folder_source(tmp_path):
     paths = _photo_folder(tmp_path / "clean", 8)
     dm = DenoisingDataModule(
-        source="folder",
-        root=str(tmp_path / "clean"),
-        val_fraction=0.25,
-        test_fraction=0.25,
+        source=folder(tmp_path / "clean", val_fraction=0.25, test_fraction=0.25),
         patch_size=24,
         patches_per_epoch=16,
         batch_size=8,
@@ -168,27 +195,19 @@ def test_folder_source(tmp_path):
     val = _batches(dm.val_dataloader())
     assert [n.shape for n, _ in val] == [(2, 1, 48, 48)]
     again = DenoisingDataModule(
-        source="folder",
-        root=str(tmp_path / "clean"),
-        val_fraction=0.25,
-        test_fraction=0.25,
-        split_seed=0,
+        source=folder(tmp_path / "clean", val_fraction=0.25, test_fraction=0.25, split_seed=0),
         patch_size=24,
     )
     again.setup()
     assert again.image_names == names  # the split depends only on the files and split_seed
-    big_crop = DenoisingDataModule(
-        source="folder", root=str(tmp_path / "clean"), eval_crop=500, patch_size=24
-    )
+    big_crop = DenoisingDataModule(source=folder(tmp_path / "clean"), eval_crop=500, patch_size=24)
     big_crop.setup()
     assert big_crop.eval_crops == {"val": 64, "test": 64}  # reduced to the smallest image side
     with pytest.raises(UserError, match="too few images"):
-        DenoisingDataModule(
-            source="folder", root=str(tmp_path / "clean"), val_fraction=0.5, test_fraction=0.45
-        ).setup()
+        DenoisingDataModule(source=folder(tmp_path / "clean", val_fraction=0.5, test_fraction=0.45)).setup()
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images found"):
-        DenoisingDataModule(source="folder", root=str(tmp_path / "empty")).setup()
+        DenoisingDataModule(source=folder(tmp_path / "empty")).setup()
 
 
 def _pairs(root: Path, n: int) -> None:
@@ -202,16 +221,13 @@ def _pairs(root: Path, n: int) -> None:
 def test_paired_source_crops_the_same_window(tmp_path):
     _pairs(tmp_path, 6)
     dm = DenoisingDataModule(
-        source="paired",
-        root=str(tmp_path),
+        source=paired(tmp_path, val_fraction=0.2, test_fraction=0.2),
         channels=3,
         noise=None,
         patch_size=20,
         patches_per_epoch=16,
         batch_size=8,
         eval_crop=40,
-        val_fraction=0.2,
-        test_fraction=0.2,
     )
     dm.setup()
     assert [len(dm.image_names[s]) for s in ("train", "val", "test")] == [4, 1, 1]
@@ -224,20 +240,16 @@ def test_paired_source_errors(tmp_path):
     _pairs(tmp_path, 4)
     (tmp_path / "noisy" / "img_2.png").unlink()
     with pytest.raises(UserError, match=r"img_2\.png has no partner"):
-        DenoisingDataModule(
-            source="paired", root=str(tmp_path), val_fraction=0.25, test_fraction=0.25
-        ).setup()
+        DenoisingDataModule(source=paired(tmp_path, val_fraction=0.25, test_fraction=0.25)).setup()
     write_image(tmp_path / "noisy" / "img_2.png", np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(UserError, match="same size"):
-        DenoisingDataModule(
-            source="paired", root=str(tmp_path), val_fraction=0.25, test_fraction=0.25
-        ).setup()
+        DenoisingDataModule(source=paired(tmp_path, val_fraction=0.25, test_fraction=0.25)).setup()
     with pytest.raises(UserError, match="noisy"):
-        DenoisingDataModule(source="paired", root=str(tmp_path / "nowhere")).setup()
+        DenoisingDataModule(source=paired(tmp_path / "nowhere")).setup()
 
 
 def test_workers_give_distinct_patches_and_identical_eval(tmp_path):
-    kwargs = dict(skimage_images=SMALL, patch_size=32, patches_per_epoch=32, batch_size=8, eval_crop=96)
+    kwargs = dict(source=photos(SMALL), patch_size=32, patches_per_epoch=32, batch_size=8, eval_crop=96)
     dm = DenoisingDataModule(**kwargs, num_workers=2, persistent_workers=True)
     dm.setup()
     loader = dm.train_dataloader()
@@ -260,14 +272,11 @@ def test_cifar10_source(tmp_path):
     test = rng.integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
     write_cifar10_like(tmp_path, train, np.arange(20) % 10, test, np.arange(6), [str(i) for i in range(10)])
     dm = DenoisingDataModule(
-        source="cifar10",
-        root=str(tmp_path),
-        download=False,
+        source=cifar10(tmp_path, val_fraction=0.25),
         channels=3,
         patch_size=32,
         eval_crop=None,
         eval_batch_size=4,
-        val_fraction=0.25,
         batch_size=5,
         patches_per_epoch=10,
     )
@@ -278,41 +287,37 @@ def test_cifar10_source(tmp_path):
     assert noisy.shape == (4, 3, 32, 32)
     torch.testing.assert_close(clean[0], torch.from_numpy(test[0]).permute(2, 0, 1) / 255.0)
     assert next(iter(dm.train_dataloader()))[0].shape == (5, 3, 32, 32)
-    capped = DenoisingDataModule(
-        source="cifar10", root=str(tmp_path), download=False, max_images=8, patch_size=32, val_fraction=0.25
-    )
+    capped = DenoisingDataModule(source=cifar10(tmp_path, max_images=8, val_fraction=0.25), patch_size=32)
     capped.setup()
     assert [len(capped.image_names[s]) for s in ("train", "val", "test")] == [6, 2, 6]
     with pytest.raises(UserError, match="patch_size 40"):
-        DenoisingDataModule(source="cifar10", root=str(tmp_path), download=False).setup()
+        DenoisingDataModule(source=cifar10(tmp_path)).setup()
     with pytest.raises(UserError, match="cifar-10-batches-py"):
-        DenoisingDataModule(source="cifar10", root=str(tmp_path / "none"), download=False).setup()
+        DenoisingDataModule(source=cifar10(tmp_path / "none")).setup()
 
 
 @pytest.mark.parametrize("name", ["denoise_photos", "denoise_folder", "denoise_cifar10", "denoise_pairs"])
 def test_configs_instantiate(tmp_path, name):
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from datamodules.cifar10_reader import write_cifar10_like
+    from experiment_utils.instantiation import instantiate_node
+    from tests.conftest import compose
 
-    data = OmegaConf.load(CONF / f"{name}.yaml")
-    assert data._target_ == "datamodules.denoising.DenoisingDataModule"
+    overrides = [f"data={name}", f"paths.data_dir={tmp_path}"]
     if name == "denoise_folder":
         _photo_folder(tmp_path / "imgs", 6)
-        data.root = str(tmp_path / "imgs")
+        overrides += [f"data.source.root={tmp_path / 'imgs'}", "data.patch_size=32"]
     elif name == "denoise_pairs":
         _pairs(tmp_path, 5)
-        data.root = str(tmp_path)
+        overrides += [f"data.source.root={tmp_path}", "data.patch_size=32"]
     elif name == "denoise_cifar10":
         images = np.zeros((20, 32, 32, 3), np.uint8)
         write_cifar10_like(tmp_path, images, np.zeros(20), images[:4], np.zeros(4), ["a"])
-    if name in ("denoise_folder", "denoise_pairs"):
-        data.patch_size = 32
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data})
-    dm = instantiate(cfg.data)
+    cfg = compose("train", overrides, output_dir=tmp_path)
+    assert cfg.data._target_ == "datamodules.denoising.DenoisingDataModule"
+    dm = instantiate_node(cfg.data, "data")
     assert isinstance(dm, DenoisingDataModule)
     dm.setup()
     assert all(isinstance(v, (str, int, float, bool, dict, list, type(None))) for v in dm.hparams.values())
+    assert dm.hparams["source"]["_target_"].startswith("datamodules.")
     noisy, clean = next(iter(dm.val_dataloader()))
     assert noisy.shape == clean.shape and noisy.shape[1] == dm.channels

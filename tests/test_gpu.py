@@ -78,7 +78,7 @@ def test_gpu_resident_data_modules_make_batches_on_the_device(tmp_path: Path) ->
     assert result["metrics"]["test/psnr"] > 15
 
     from datamodules.cifar10_reader import write_cifar10_like
-    from datamodules.gpu_resident import GPUResidentCIFAR10ClassificationDataModule
+    from datamodules.gpu_resident_cifar10 import GPUResidentCIFAR10ClassificationDataModule
 
     rng = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (80, 32, 32, 3), dtype=torch.uint8, generator=rng).numpy()

@@ -11,15 +11,14 @@ import torch
 
 from datamodules.clean_sources import load_skimage_photo
 from datamodules.denoising import DenoisingDataModule
-from datamodules.gpu_resident import (
-    DeviceImageStore,
-    GPUResidentCIFAR10ClassificationDataModule,
-    GPUResidentDenoisingDataModule,
-)
+from datamodules.device_store import DeviceImageStore
+from datamodules.gpu_resident import GPUResidentDenoisingDataModule
+from datamodules.gpu_resident_cifar10 import GPUResidentCIFAR10ClassificationDataModule
 from datamodules.image_io import write_image
 from experiment_utils.errors import UserError
 
 SPLIT = {"train": ["brick", "chelsea", "coffee", "grass"], "val": ["moon", "camera"], "test": ["astronaut"]}
+PHOTOS = {"_target_": "datamodules.clean_sources.SkimagePhotos", "images": SPLIT}
 
 
 def _fake_trainer(rank: int, world: int) -> SimpleNamespace:
@@ -29,9 +28,7 @@ def _fake_trainer(rank: int, world: int) -> SimpleNamespace:
 
 
 def _pair(channels: int, **extra):
-    kwargs = dict(
-        skimage_images=SPLIT, channels=channels, patch_size=24, batch_size=64, eval_crop=96, **extra
-    )
+    kwargs = dict(source=PHOTOS, channels=channels, patch_size=24, batch_size=64, eval_crop=96, **extra)
     torch.manual_seed(0)
     return GPUResidentDenoisingDataModule(device="cpu", **kwargs), DenoisingDataModule(**kwargs)
 
@@ -90,7 +87,11 @@ def test_patches_are_crops_of_the_images_in_all_eight_orientations() -> None:
 
 
 def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
-    resident, _ = _pair(1, patches_per_epoch=256, noise={"kind": "gaussian", "sigma_range": [5, 50]})
+    resident, _ = _pair(
+        1,
+        patches_per_epoch=256,
+        noise={"_target_": "datamodules.noise.GaussianNoise", "sigma_range": [5, 50]},
+    )
     loader = resident.train_dataloader()
     loader.set_epoch(2)
     first = list(loader)
@@ -107,7 +108,7 @@ def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
         torch.manual_seed(0)
         dm = GPUResidentDenoisingDataModule(
             device="cpu",
-            skimage_images=SPLIT,
+            source=PHOTOS,
             patch_size=24,
             batch_size=16,
             patches_per_epoch=100,
@@ -127,8 +128,9 @@ def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
         write_image(tmp_path / "clean" / f"img_{i}.png", clean)
         write_image(tmp_path / "noisy" / f"img_{i}.png", 255 - clean)
     paired = GPUResidentDenoisingDataModule(
-        device="cpu", source="paired", root=str(tmp_path), channels=3, noise=None, patch_size=20,
-        patches_per_epoch=32, batch_size=16, eval_crop=40, val_fraction=0.25, test_fraction=0.25,
+        device="cpu", channels=3, noise=None, patch_size=20, patches_per_epoch=32, batch_size=16, eval_crop=40,
+        source={"_target_": "datamodules.file_sources.PairedFolders", "root": str(tmp_path),
+                "val_fraction": 0.25, "test_fraction": 0.25},
     )  # fmt: skip
     for noisy, clean in paired.train_dataloader():
         torch.testing.assert_close(noisy, 1 - clean, atol=1e-6, rtol=0)

@@ -130,7 +130,7 @@ def test_auto_means_on_for_cuda_conv_nets_and_respects_determinism() -> None:
 def test_pinned_memory_auto_and_non_blocking_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from datamodules.denoising import resolve_pin_memory
+    from datamodules.loaders import resolve_pin_memory
 
     on = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     off = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
