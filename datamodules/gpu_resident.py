@@ -9,7 +9,7 @@ records, e.g. airbench):
 * random image per patch (uniform), random ``patch_size`` window (uniform), one of the 8 flip/rot90
   orientations (uniform): all folded into one gather from the flat pixel buffer;
 * channel conversion (colour -> gray by luminance with scikit-image's weights, or gray -> RGB) and the
-  noise model applied to the whole batch with a generator on the device.
+  noise model applied to the whole batch with a generator on the device (``NoiseModel.batch``).
 
 The batch distribution is the loader path's (tests/test_gpu_resident.py compares their statistics); the
 random streams differ. Val/test images are made once by the loader path's ``EvalImages`` (same crops, same
