@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from datamodules.clean_sources import load_skimage_photo
 from experiment_utils.instantiation import instantiate_node
 from tests.conftest import compose
+from tests.helpers.in_process import train_in_process
 
 NOISE_YAML = """\
 _target_: tests.helpers.data_plugins.SpeckleNoise
@@ -70,9 +71,6 @@ def test_user_noise_and_source_build_from_their_yaml(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_user_noise_and_source_train_and_reload_from_the_checkpoint(tmp_path: Path) -> None:
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
-
     conf, stack = _user_files(tmp_path)
     overrides = [
         *_overrides(conf, stack),
@@ -88,10 +86,7 @@ def test_user_noise_and_source_train_and_reload_from_the_checkpoint(tmp_path: Pa
         "model.net.depth=3",
         "model.net.width=8",
     ]
-    try:
-        result = train(compose("train", overrides, output_dir=tmp_path))
-    finally:
-        finish_wandb()
+    result = train_in_process(tmp_path, *overrides)
     assert result["trainer"].global_step == 4 and result["metrics"]["test/psnr"] > 0
     ckpt_path = result["trainer"].checkpoint_callback.best_model_path
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # plain hyperparameters only
