@@ -17,6 +17,7 @@ def main(cfg: DictConfig) -> None:
     from experiment_utils.errors import UserError
 
     try:
+        # imported here, not at the top: they load torch and lightning, which --help / --cfg job must not pay for
         from experiment_utils.console import quiet_third_party
         from tasks.benchmark.runner import run_benchmark
 
