@@ -10,6 +10,7 @@ evaluation and prediction never need the network).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,29 +34,18 @@ def base_model(net: nn.Module) -> nn.Module:
     return net.get_base_model() if hasattr(net, "get_base_model") else net
 
 
+@dataclass
 class ClassifierNet:
     """Builds the classifier's network from the ``model.*`` architecture options (see the module docstring)."""
 
-    def __init__(
-        self,
-        backbone: str,
-        strategy: FinetuneStrategy,
-        *,
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float | None = None,
-        timm_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        self.backbone = backbone
-        self.strategy = strategy
-        self.pretrained = pretrained
-        self.checkpoint_path = checkpoint_path
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
-        self.drop_path_rate = drop_path_rate
-        self.timm_kwargs = dict(timm_kwargs or {})
+    backbone: str
+    strategy: FinetuneStrategy
+    pretrained: bool = False
+    checkpoint_path: str | None = None
+    in_chans: int = 3
+    drop_rate: float = 0.0
+    drop_path_rate: float | None = None
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def wants_initial_weights(self) -> bool:
