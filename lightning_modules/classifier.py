@@ -1,12 +1,9 @@
 """LightningModule that fine-tunes (or trains from scratch) any timm model as an image classifier.
 
-The architecture is built from config at construction (``classifier_net.ClassifierNet``); the head gets its
-size from the data: when ``num_classes`` is not given, ``setup()`` reads the datamodule's ``data_config()``
-(class names and the preprocessing it applies) and builds the final network. The class names and the
-preprocessing then travel with every checkpoint (hyper-parameters, and the run config that ``scripts/eval.py``
-and ``scripts/predict.py`` rebuild the model from, see ``config_from_data``). Pretrained (timm hub) or
-local-file weights are loaded when fitting starts, never when a checkpoint is re-opened, so evaluation and
-prediction need no network. Loss, metrics and test-time figures: ``classifier_scoring``.
+The network is built by ``classifier_net.ClassifierNet``: shape-only at construction when the classes are not
+given, then in ``setup()`` from the datamodule's ``data_config()`` (classes, preprocessing), which travel with
+every checkpoint (``config_from_data``). Pretrained or file weights are loaded when fitting starts, never when
+a checkpoint is re-opened. Loss, metrics and test-time figures: ``classifier_scoring``.
 """
 
 from __future__ import annotations
