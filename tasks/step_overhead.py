@@ -124,8 +124,8 @@ class PlainModule(pl.LightningModule):
 def lightning_alone_run(trainer: pl.Trainer, case: Any) -> dict[str, Any]:
     """``case`` through Lightning alone: the framework run's network (a copy), loss, optimizer and data module
     in a ``PlainModule`` on a Trainer with no logger, callbacks, progress bar, checkpoints or validation."""
-    from experiment_utils.benchmarking import StepTimer, _bare_parts
     from lightning_modules.optim import param_groups_without_decay
+    from tasks.benchmarking import StepTimer, _bare_parts
 
     net, loss_fn, opt_cfg = _bare_parts(trainer.lightning_module)
     groups = param_groups_without_decay(net.named_parameters(), float(opt_cfg.get("weight_decay", 0.0)))
@@ -158,7 +158,7 @@ def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = 
     ``steps`` timed steps after ``warmup`` steps; ``cifar_root`` holds the benchmark's CIFAR-shaped files;
     ``extra`` overrides go first (e.g. ``trainer=gpu``).
     """
-    from experiment_utils.benchmarking import ModelCase
+    from tasks.benchmarking import ModelCase
 
     batches = warmup + steps + 1
     denoiser = ModelCase(
