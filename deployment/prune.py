@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from deployment.source import DeploySource
 from experiment_utils.errors import UserError
 from experiment_utils.run_checkpoint import build_module_from_checkpoint
+from lightning_modules.finetuning import finetune_config
 
 
 def _convs(net: nn.Module) -> list[nn.Conv2d]:
@@ -78,7 +79,8 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     run_cfg = copy.deepcopy(source.run_cfg)
     OmegaConf.update(run_cfg, key, after, force_add=True)
     if source.kind == "classifier":
-        OmegaConf.update(run_cfg, "model.finetune", {"strategy": "full"}, force_add=True)  # LoRA is merged
+        # LoRA is merged: the pruned network trains in full (the node replaced, not merged with LoRA's options)
+        OmegaConf.update(run_cfg, "model.finetune", finetune_config(None), merge=False, force_add=True)
     from experiment_utils.instantiation import instantiate_node
 
     pruned = instantiate_node(run_cfg.model, "model")
