@@ -15,10 +15,10 @@ import numpy as np
 from datamodules.classification import (
     ClassificationDataModule,
     SplitData,
-    _check_int,
     stratified_split,
     subset,
 )
+from datamodules.loaders import check_int
 
 
 def _balanced_cap(split: SplitData, cap: int | None, seed: int) -> SplitData:
@@ -48,10 +48,10 @@ class CIFAR10ClassificationDataModule(ClassificationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_int("val_size", val_size, 1)
-        _check_int("split_seed", split_seed, 0)
-        _check_int("max_train_images", max_train_images, 2, allow_none=True)
-        _check_int("max_test_images", max_test_images, 1, allow_none=True)
+        check_int("val_size", val_size, 1)
+        check_int("split_seed", split_seed, 0)
+        check_int("max_train_images", max_train_images, 2, allow_none=True)
+        check_int("max_test_images", max_test_images, 1, allow_none=True)
         self.root = str(root)
         self.download = bool(download)
         self.val_size = val_size

@@ -38,8 +38,7 @@ from datamodules.classification_transforms import (
     check_image_size,
     to_uint8_chw,
 )
-from datamodules.loaders import build_loader, check_pin_memory
-from datamodules.loaders import check_int as _check_int
+from datamodules.loaders import build_loader, check_int, check_pin_memory
 from experiment_utils.distributed import attached_trainer, eval_sampler
 from experiment_utils.errors import UserError
 from experiment_utils.plain_config import to_plain
@@ -152,7 +151,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             ("eval_batch_size", eval_batch_size, 1),
             ("num_workers", num_workers, 0),
         ):
-            _check_int(key, value, low)
+            check_int(key, value, low)
         if mixup:
             self._check_mixup(dict(mixup), batch_size)
         self.augment = augment

@@ -29,7 +29,12 @@ from experiment_utils.errors import UserError
 
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "crop_flip", "strong")
 STRONG_POLICIES: tuple[str, ...] = ("randaugment", "trivialaugment")
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as Pillow's "L" mode
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as Pillow's "L" mode
+
+
+def rgb_to_luma_uint8(x: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, >=3) RGB(A) -> uint8 (..., H, W) gray, rounded as Pillow's "L" conversion."""
+    return (x[..., :3].astype(np.float32) @ np.asarray(LUMA, np.float32) + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def check_image_size(value: Any) -> str | int:
@@ -54,11 +59,7 @@ def to_uint8_chw(array: np.ndarray, channels: int) -> torch.Tensor:
     if x.ndim == 3 and x.shape[-1] == 1:
         x = x[..., 0]
     if channels == 1 and x.ndim == 3:
-        x = (
-            (x[..., :3].astype(np.float32) @ np.asarray(_LUMA, np.float32) + 0.5)
-            .clip(0, 255)
-            .astype(np.uint8)
-        )
+        x = rgb_to_luma_uint8(x)
     planes = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
     x = np.repeat(planes, 3, axis=0) if planes.shape[0] == 1 and channels == 3 else planes
     return torch.from_numpy(np.ascontiguousarray(x))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from datamodules.cifar10_classification import CIFAR10ClassificationDataModule
-from datamodules.classification_transforms import _LUMA
+from datamodules.classification_transforms import rgb_to_luma_uint8
 from datamodules.device_batches import DeviceBatches, EvalBatches, PassCounter, batch_seed, resolve_device
 from experiment_utils.distributed import attached_trainer, check_split_covers_world, rank_and_world
 from experiment_utils.errors import UserError
@@ -19,15 +19,7 @@ from experiment_utils.errors import UserError
 def _split_on_device(images: np.ndarray, channels: int, device: torch.device) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> uint8 (N, channels, H, W) on ``device``; gray by the loader's rounded luma."""
     x = np.asarray(images)
-    if channels == 1:
-        x = (
-            (x[..., :3].astype(np.float32) @ np.asarray(_LUMA, np.float32) + 0.5)
-            .clip(0, 255)
-            .astype(np.uint8)
-        )
-        x = x[:, None]
-    else:
-        x = x.transpose(0, 3, 1, 2)
+    x = rgb_to_luma_uint8(x)[:, None] if channels == 1 else x.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 

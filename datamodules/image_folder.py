@@ -23,11 +23,11 @@ import numpy as np
 from datamodules.classification import (
     ClassificationDataModule,
     SplitData,
-    _check_int,
     stratified_split,
     subset,
 )
-from experiment_utils.errors import UserError
+from datamodules.loaders import check_int
+from experiment_utils.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ def image_size(path: Path) -> tuple[int, int]:
             array = read_image(path)
             return int(array.shape[0]), int(array.shape[1])
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot read image {path} ({reason}): replace or delete it") from None
+            raise UserError(
+                f"cannot read image {path} ({first_line(exc, 120)}): replace or delete it"
+            ) from None
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -97,7 +98,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             raise UserError(
                 f"data.test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}"
             )
-        _check_int("split_seed", split_seed, 0)
+        check_int("split_seed", split_seed, 0)
         self.root = str(root)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)

@@ -12,16 +12,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from experiment_utils import plain_config
 from experiment_utils.errors import UserError
 
 
 def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
     """UserError naming ``data.<key>`` unless ``value`` is an integer >= ``low`` (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        extra = " or null" if allow_none else ""
-        raise UserError(f"data.{key} must be an integer >= {low}{extra}, got {value!r}")
+    plain_config.check_int(f"data.{key}", value, low, allow_none)
 
 
 def check_pin_memory(pin_memory: Any) -> bool | str:

@@ -29,3 +29,13 @@ def plain_mapping(cfg: Any, what: str) -> dict[str, Any]:
     if not isinstance(cfg, Mapping | DictConfig):
         raise UserError(f"the {what} config must be a mapping with a 'name' key, got {cfg!r}")
     return dict(to_plain(cfg))
+
+
+def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> Any:
+    """``value`` when it is an integer >= ``low`` (or None when allowed), else a UserError naming ``key``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        extra = " or null" if allow_none else ""
+        raise UserError(f"{key} must be an integer >= {low}{extra}, got {value!r}")
+    return value

@@ -37,6 +37,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from experiment_utils.errors import UserError
+from experiment_utils.plain_config import check_int
 from lightning_modules.backbones import head_module_name
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,8 @@ def _in_module(name: str, module: str) -> bool:
 
 
 def _check_int(key: str, value: Any, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise UserError(f"model.finetune.{key} must be an integer >= {low}, got {value!r}")
-    return value
+    """``value`` when it is an integer >= ``low``, else a UserError naming ``model.finetune.<key>``."""
+    return check_int(f"model.finetune.{key}", value, low)
 
 
 def frozen_batch_norms(net: nn.Module) -> list[str]:
