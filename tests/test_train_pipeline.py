@@ -56,7 +56,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_its_config(trained: dict
     import torch
 
     ckpt = torch.load(trained["metrics"]["best_checkpoint"], map_location="cpu", weights_only=True)
-    assert ckpt["run_config"]["model"]["net"]["name"] == "dncnn"
+    assert ckpt["run_config"]["model"]["net"]["_target_"] == "lightning_modules.networks.dncnn.DnCNN"
     assert ckpt["run_config"]["data"]["noise"]["sigma"] == 25
     assert ckpt["hyper_parameters"]["net"]["depth"] == 5
 
