@@ -468,15 +468,14 @@ def _bare_parts(module: Any) -> tuple[torch.nn.Module, Callable[[Any, Any], torc
     """(network copy, loss(out, target), optimizer config) of a framework LightningModule."""
     import torch.nn.functional as F
 
-    from lightning_modules.denoiser import DenoiserModule
+    from lightning_modules.denoiser import DEFAULT_OPTIMIZER, DenoiserModule
 
     net = copy.deepcopy(module.net)
     if isinstance(net, torch.nn.Module) and hasattr(net, "_compiled_call_impl"):
         net._compiled_call_impl = (
             None  # the bare loop runs eager (compile is measured in the fast-path table)
         )
-    optimizer = dict(module.hparams.get("optimizer") or {"name": "adam", "lr": 1e-3})
-    optimizer = {k: v for k, v in optimizer.items() if k in ("name", "lr", "weight_decay", "betas", "eps")}
+    optimizer = dict(module.hparams.get("optimizer") or DEFAULT_OPTIMIZER)  # the model.optimizer node
     if isinstance(module, DenoiserModule):
         return net, module.loss_fn, optimizer
     smoothing = float(module.hparams.get("label_smoothing", 0.0) or 0.0)
@@ -493,13 +492,12 @@ def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
 
 def bare_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
     """The same network, data loader, device and precision in a plain PyTorch loop; returns steps/s."""
-    from lightning_modules.optim import build_optimizer, param_groups_without_decay
+    from lightning_modules.optim import build_optimizer
 
     device = trainer.strategy.root_device
     net, loss_fn, opt_cfg = _bare_parts(trainer.lightning_module)
     net = net.to(device).train()
-    groups = param_groups_without_decay(net.named_parameters(), float(opt_cfg.get("weight_decay", 0.0)))
-    optimizer = build_optimizer(groups, opt_cfg)
+    optimizer = build_optimizer(opt_cfg, net)
     precision = str(trainer.precision)
     autocast = _autocast(precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision.startswith("16") else None

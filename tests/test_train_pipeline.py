@@ -88,7 +88,7 @@ def test_eval_reproduces_the_test_metric_from_the_checkpoint_alone(trained: dict
     train_test = trained["metrics"]["metrics"]
     assert evaluated["test/psnr"] == pytest.approx(train_test["test/psnr"], abs=1e-4)
     assert evaluated["test/psnr_noisy"] == pytest.approx(train_test["test/psnr_noisy"], abs=1e-4)
-    for name in ("noisy input", "baseline: tv", "baseline: nlm", "model: dncnn"):
+    for name in ("noisy input", "baseline: tv", "baseline: nlm", "model: DnCNN"):
         assert name in proc.stdout
     # the classical baselines denoise too (better than the noisy input)
     assert evaluated["baseline/tv/psnr"] > evaluated["test/psnr_noisy"]

@@ -13,6 +13,8 @@ class TinyNet(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1)
         )
+        nn.init.zeros_(self.body[-1].weight)  # starts as the identity: any learning shows as a PSNR gain
+        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` minus the predicted noise."""
