@@ -27,8 +27,10 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "group",
-    ["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"]
-    + ["model/net", "model/loss", "model/optimizer", "model/scheduler"],
+    [
+        *["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"],
+        *["model/net", "model/loss", "model/optimizer", "model/scheduler"],
+    ],
 )
 def test_every_option_composes(group: str, tmp_path: Path) -> None:
     names = options(group)

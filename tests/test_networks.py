@@ -109,7 +109,7 @@ def test_node_accepts_dictconfig() -> None:
 
 
 def test_unknown_target_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="model.net"):
+    with pytest.raises(UserError, match=r"model\.net"):
         build_module({"_target_": "lightning_modules.networks.resnet.ResNet9000"}, "model.net")
 
 
@@ -119,7 +119,7 @@ def test_node_without_target_names_the_preset_group() -> None:
 
 
 def test_target_that_is_no_module_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="must build a torch.nn.Module, got dict"):
+    with pytest.raises(UserError, match=r"must build a torch\.nn\.Module, got dict"):
         build_module({"_target_": "builtins.dict", "a": 1}, "model.net")
 
 
