@@ -10,8 +10,8 @@ kept as plain dicts in the module's hyper-parameters and built in ``configure_op
   ``torch.optim.Optimizer`` class as target gets timm's weight-decay groups instead of the network.
 - ``model.scheduler`` is called with the optimizer; ``total_steps`` (optimizer steps of the whole run, from
   ``trainer.estimated_stepping_batches``) and ``steps_per_epoch`` are passed when its target takes them.
-  ``warmup_cosine`` and ``warmup_step`` are torch's ``LinearLR`` warm-up chained (``SequentialLR``) with
-  ``CosineAnnealingLR`` / ``StepLR``. Schedules are stepped every optimizer step (Lightning interval "step").
+  ``warmup_cosine`` and ``warmup_step`` are torch's ``LinearLR`` warm-up chained (``SequentialLR``) with a
+  cosine decay / ``StepLR``. Schedules are stepped every optimizer step (Lightning interval "step").
 """
 
 from __future__ import annotations
@@ -204,8 +204,7 @@ def configure_optimization(
 
 # ------------------------------------------------------------------------------------------------ schedules
 def _warmup_steps(warmup_epochs: float | None, warmup_steps: int | None, steps_per_epoch: int) -> int:
-    if warmup_steps is not None and warmup_epochs:
-        raise UserError("model.scheduler: give warmup_steps or warmup_epochs, not both")
+    """Warm-up length in optimizer steps: ``warmup_steps`` when given (it replaces ``warmup_epochs``)."""
     steps = (
         int(warmup_steps) if warmup_steps is not None else round(float(warmup_epochs or 0) * steps_per_epoch)
     )
@@ -240,7 +239,7 @@ def warmup_cosine(
 ) -> LRScheduler:
     """Linear warm-up to each group's LR, then cosine decay to ``min_lr_ratio`` x that LR at ``total_steps``.
 
-    The warm-up lasts ``warmup_steps`` optimizer steps, or ``warmup_epochs`` x ``steps_per_epoch``. The cosine
+    The warm-up lasts ``warmup_steps`` optimizer steps if given, else ``warmup_epochs`` x ``steps_per_epoch``. The cosine
     is torch's ``CosineAnnealingLR`` formula as a ``LambdaLR`` factor: ``CosineAnnealingLR`` takes one absolute
     ``eta_min``, which cannot end each parameter group (head, layer-decayed layers) at its own fraction.
     """

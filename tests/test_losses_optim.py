@@ -184,7 +184,8 @@ def test_cosine_keeps_each_groups_own_fraction() -> None:
 
 
 def test_cosine_warmup_steps_and_step_schedule() -> None:
-    lrs = _lrs({**COSINE, "warmup_steps": 3}, total=20, steps_per_epoch=100)
+    # warmup_steps replaces the preset's warmup_epochs
+    lrs = _lrs({**COSINE, "warmup_steps": 3, "warmup_epochs": 1}, total=20, steps_per_epoch=100)
     assert lrs.index(max(lrs)) == 2 and lrs[-1] < 0.01
     step = _lrs({**STEP, "step_size": 2, "gamma": 0.5}, total=12, steps_per_epoch=3)
     assert step == pytest.approx([0.1] * 6 + [0.05] * 6)
@@ -209,7 +210,7 @@ def test_no_scheduler() -> None:
     [
         ({"_target_": "lightning_modules.optim.cyclic", "_partial_": True}, 10, "model.scheduler"),
         ({**COSINE, "gamma": 0.1}, 10, "gamma"),
-        ({**COSINE, "warmup_steps": 1, "warmup_epochs": 1}, 10, "not both"),
+        ({**COSINE, "warmup_steps": -1}, 10, "warm-up must be >= 0"),
         ({**COSINE, "min_lr_ratio": 2}, 10, "min_lr_ratio"),
         ({**COSINE}, math.inf, "finite"),
         ({"name": "cosine"}, 10, r"model/scheduler=NAME"),
