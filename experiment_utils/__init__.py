@@ -1,6 +1,9 @@
-"""Glue shared by the entry points and the tests: config instantiation, the task wrapper, W&B set-up.
+"""The bottom layer: errors, atomic files, config helpers and resolvers, distributed helpers, run folders,
+signals, checkpoint I/O, and the Lightning callbacks and W&B helpers every model and task shares.
 
-Kept free of heavy imports so that `--help`, `--cfg job` and tab completion stay fast.
+It imports nothing else of this project (import-linter checks it: ``[tool.importlinter]`` in
+pyproject.toml). Kept free of heavy imports so that `--help`, `--cfg job` and tab completion stay fast.
+Importing the package registers the ``${unique_dir:...}`` / ``${optuna_seed:...}`` config resolvers.
 """
 
 from experiment_utils.resolvers import register_resolvers

@@ -16,7 +16,7 @@ CPU run is numerically unchanged. Mixed precision is ``trainer.precision``; pinn
 prefetching are data options (``data.pin_memory`` etc.). Lightning already copies batches to CUDA with
 ``non_blocking=True``, which overlaps the copy with compute when the loader pins memory.
 
-``framework_callbacks(cfg)`` builds the callbacks ``experiment_utils.training.train`` adds to every run from
+``framework_callbacks(cfg)`` builds the callbacks ``tasks.training.train`` adds to every run from
 ``cfg.speed`` and ``cfg.lr_scaling``. See docs/scaling.md.
 """
 

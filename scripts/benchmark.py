@@ -1,7 +1,7 @@
 """Benchmark the framework on this machine: ``python scripts/benchmark.py [mode=smoke|cpu|gpu]``.
 
 Framework vs bare PyTorch training steps/s, data-module throughput, start-up time, memory and (on a GPU) the
-fast paths; report as JSON and Markdown in the run directory. See ``experiment_utils.benchmarking`` and
+fast paths; report as JSON and Markdown in the run directory. See ``tasks.benchmarking`` and
 docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
 """
 
@@ -17,8 +17,8 @@ def main(cfg: DictConfig) -> None:
     from experiment_utils.errors import UserError
 
     try:
-        from experiment_utils.benchmarking import run_benchmark
         from experiment_utils.console import quiet_third_party
+        from tasks.benchmarking import run_benchmark
 
         quiet_third_party()  # the framework runs inside: one log line per event, no third-party tips
 

@@ -18,8 +18,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compress")
 def main(cfg: DictConfig) -> None:
     """Run the compress task."""
-    from deployment.compress import compress
-    from experiment_utils.task import run_task
+    from tasks.compress import compress
+    from tasks.runner import run_task
 
     run_task(compress, cfg)
 

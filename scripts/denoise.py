@@ -16,8 +16,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="denoise")
 def main(cfg: DictConfig) -> None:
     """Run the denoise task on ``cfg.input`` and write the results to ``cfg.output``."""
-    from experiment_utils.inference import denoise_files
-    from experiment_utils.task import run_task
+    from tasks.inference import denoise_files
+    from tasks.runner import run_task
 
     run_task(denoise_files, cfg)
 

@@ -17,8 +17,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Run the eval task; return the checkpoint's test objective."""
-    from experiment_utils.evaluation import evaluate
-    from experiment_utils.task import run_task
+    from tasks.evaluation import evaluate
+    from tasks.runner import run_task
 
     return run_task(evaluate, cfg)
 

@@ -18,8 +18,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Run the export task."""
-    from deployment.export_task import export
-    from experiment_utils.task import run_task
+    from tasks.export import export
+    from tasks.runner import run_task
 
     run_task(export, cfg)
 

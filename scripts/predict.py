@@ -17,8 +17,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Run the predict task on ``cfg.input``."""
-    from experiment_utils.prediction import predict_files
-    from experiment_utils.task import run_task
+    from tasks.prediction import predict_files
+    from tasks.runner import run_task
 
     run_task(predict_files, cfg)
 

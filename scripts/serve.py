@@ -18,8 +18,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Run the serve task (until interrupted)."""
-    from deployment.server import serve
-    from experiment_utils.task import run_task
+    from tasks.runner import run_task
+    from tasks.serve import serve
 
     run_task(serve, cfg)
 

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from experiment_utils.errors import UserError
-    from experiment_utils.sweep_summary import report_lines, write_summary
+    from tasks.sweep_summary import report_lines, write_summary
 
     try:
         summary = write_summary(

@@ -62,14 +62,14 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     from experiment_utils.atomic import atomic_write_json
-    from experiment_utils.dashboard import (
+    from experiment_utils.errors import UserError
+    from experiment_utils.wandb_mode import resolve_wandb_mode
+    from tasks.dashboard import (
         build_workspace,
         plan_dashboard,
         workspace_from_spec,
         workspace_spec,
     )
-    from experiment_utils.errors import UserError
-    from experiment_utils.wandb_mode import resolve_wandb_mode
 
     try:
         args = parse_args(argv)

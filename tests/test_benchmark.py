@@ -86,7 +86,7 @@ def test_cfg_job_of_the_benchmark_script_stays_light(tmp_path: Path) -> None:
 
 
 def test_goals_and_markdown_from_a_report() -> None:
-    from experiment_utils.benchmarking import evaluate_goals, merge_overrides, render_markdown
+    from tasks.benchmarking import evaluate_goals, merge_overrides, render_markdown
 
     assert merge_overrides(["a=1", "b=2"], ["a=3", "+c=4"]) == ["a=3", "b=2", "+c=4"]
     report = {
@@ -175,7 +175,7 @@ def test_goals_and_markdown_from_a_report() -> None:
 def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     import torch
 
-    from experiment_utils.benchmarking import FirstStepTimer, StepTimer, run_benchmark
+    from tasks.benchmarking import FirstStepTimer, StepTimer, run_benchmark
 
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), is_global_zero=True)
     timer = StepTimer(warmup=1, steps=3)
@@ -198,8 +198,8 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_step_overhead_from_step_durations() -> None:
-    from experiment_utils.benchmarking import select_variants
-    from experiment_utils.step_overhead import (
+    from tasks.benchmarking import select_variants
+    from tasks.step_overhead import (
         chunk_means_ms,
         overhead_ms,
         robust_ms_per_step,

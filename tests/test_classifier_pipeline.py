@@ -167,7 +167,7 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "class1", "prob1", "class2", "prob2", "class3", "prob3"] and len(rows) == 9
     from experiment_utils.errors import UserError
-    from experiment_utils.prediction import list_inputs
+    from tasks.prediction import list_inputs
 
     with pytest.raises(UserError, match="does not exist"):
         list_inputs(tmp_path / "nothing")

@@ -32,8 +32,8 @@ BENCH = ["bench.repeats=2", "bench.batch=4"]
 
 
 def _train(root: Path, overrides: list[str]) -> dict:
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
+    from tasks.runner import finish_wandb
+    from tasks.training import train
 
     root.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
@@ -51,7 +51,7 @@ def _train(root: Path, overrides: list[str]) -> dict:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny denoiser and one tiny digits classifier, trained once for the whole module; right after, the
     two servers of the serving tests start in the background (ready by the time those tests run)."""
-    from deployment.export_task import export
+    from tasks.export import export
 
     root = tmp_path_factory.mktemp("deploy")
     den, cls = _train(root / "den", DENOISER), _train(root / "cls", CLASSIFIER)
@@ -78,8 +78,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _task(name: str, out: Path, *overrides: str) -> dict:
     """Run the export or compress task in-process; returns its result and report.json."""
-    from deployment.compress import compress
-    from deployment.export_task import export
+    from tasks.compress import compress
+    from tasks.export import export
 
     cfg = compose(name, [*BENCH, *overrides], output_dir=out)
     result = (export if name == "export" else compress)(cfg)
@@ -139,7 +139,7 @@ def test_classifier_torchscript_and_safetensors_carry_preprocessing(runs: dict, 
     # predict.py on the TorchScript file gives the checkpoint's answers
     from datamodules.digits import digits_arrays
     from datamodules.image_io import write_image
-    from experiment_utils.prediction import predict_files
+    from tasks.prediction import predict_files
 
     images, _ = digits_arrays()
     for i in range(6):
@@ -211,7 +211,7 @@ def _noisy_photos(folder: Path) -> list[Path]:
 
 def test_denoise_script_runs_the_onnx_file_without_lightning(runs: dict, tmp_path: Path) -> None:
     from datamodules.image_io import read_image
-    from experiment_utils.inference import denoise_files
+    from tasks.inference import denoise_files
 
     ckpt = runs["denoiser"]["ckpt"]
     _task("export", tmp_path / "export", f"ckpt_path={ckpt}", "format=onnx", "bench.metric=false")
@@ -372,7 +372,7 @@ def test_server_denoises_like_denoise_py_under_concurrent_clients(
     import httpx
 
     from datamodules.image_io import read_image
-    from experiment_utils.inference import denoise_files
+    from tasks.inference import denoise_files
 
     files = _noisy_photos(tmp_path / "in")
     cfg = OmegaConf.create({"ckpt_path": runs["denoiser"]["ckpt"], "input": str(tmp_path / "in"),
@@ -438,7 +438,7 @@ def test_server_refuses_bad_input_with_4xx(servers: dict) -> None:
 def test_server_classifies_like_predict_py_from_the_onnx_file(servers: dict, tmp_path: Path) -> None:
     from datamodules.digits import digits_arrays
     from datamodules.image_io import write_image
-    from experiment_utils.prediction import predict_files
+    from tasks.prediction import predict_files
 
     images, labels = digits_arrays()
     files = [write_image(tmp_path / "in" / f"d{i}.png", images[i]) for i in range(8)]

@@ -135,8 +135,8 @@ def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
 
 
 def test_trains_through_the_framework(tmp_path: Path) -> None:
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
+    from tasks.runner import finish_wandb
+    from tasks.training import train
     from tests.conftest import compose
 
     overrides = [

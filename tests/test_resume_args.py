@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from experiment_utils.errors import UserError
-from experiment_utils.resume import resume_argv, resume_point
+from tasks.resume import resume_argv, resume_point
 
 
 def make_run(root: Path, name: str, overrides: list[str], wandb_id: str | None = None) -> Path:

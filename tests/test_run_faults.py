@@ -381,7 +381,7 @@ def test_signal_outside_the_trainer_interrupts_at_once() -> None:
             signal.signal(signum, handler)
 
 
-@pytest.mark.parametrize("module", ["experiment_utils.task", "experiment_utils.training"])
+@pytest.mark.parametrize("module", ["tasks.runner", "tasks.training"])
 def test_the_config_is_checked_before_any_heavy_import(module: str) -> None:
     """scripts/train.py imports these before run_task checks the config: a mistyped value costs a second."""
     code = f"import sys, {module}; print(sorted({{'torch', 'lightning', 'wandb'}} & set(sys.modules)))"

@@ -171,7 +171,7 @@ def test_requeued_slurm_job_resumes_from_its_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from experiment_utils.requeue import slurm_restart_count
-    from experiment_utils.resume import resume_point
+    from tasks.resume import resume_point
 
     def requeued_checkpoint() -> str | None:  # what the train task does at the start of every job
         point = resume_point(None, tmp_path, requeued=slurm_restart_count() > 0)

@@ -165,7 +165,7 @@ def _as_multirun(cfg, overrides: list[str] | None = None) -> None:
 
 
 def test_run_task_returns_none_for_failed_and_nan_jobs_in_a_multirun(tmp_path: Path) -> None:
-    from experiment_utils.task import run_task
+    from tasks.runner import run_task
 
     cfg = compose("train", ["logger=none"], output_dir=tmp_path)
     _as_multirun(cfg)

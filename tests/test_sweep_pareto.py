@@ -12,7 +12,7 @@ from tests.conftest import compose, run_script
 
 
 def test_pareto_front_of_max_accuracy_min_parameters() -> None:
-    from experiment_utils.pareto import dominates, pareto_front
+    from tasks.pareto import dominates, pareto_front
 
     modes = ["max", "min"]
     points = [[0.90, 100.0], [0.95, 1000.0], [0.85, 1000.0], [0.90, 50.0], [0.95, 1000.0]]
@@ -23,7 +23,7 @@ def test_pareto_front_of_max_accuracy_min_parameters() -> None:
 def test_multi_objective_jobs_return_every_value_and_check_the_directions(tmp_path: Path) -> None:
     from experiment_utils.errors import UserError
     from experiment_utils.optuna_search import check_sweeper_direction
-    from experiment_utils.task import run_task
+    from tasks.runner import run_task
     from tests.test_sweep_optuna import _as_multirun
 
     cfg = compose(

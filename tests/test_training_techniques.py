@@ -31,8 +31,8 @@ ATTACK = ["attack.eps=0.1", "attack.alpha=0.025"]
 
 def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     """Run the train task in-process into ``root/name``; its metrics.json record."""
-    from experiment_utils.task import run_task
-    from experiment_utils.training import train
+    from tasks.runner import run_task
+    from tasks.training import train
 
     out = root / name
     cfg = compose("train", [*overrides, f"paths.data_dir={root / 'data'}"], output_dir=out)
@@ -44,8 +44,8 @@ def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
 
 def evaluate_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     """Run the eval task in-process; its metrics.json record."""
-    from experiment_utils.evaluation import evaluate
-    from experiment_utils.task import run_task
+    from tasks.evaluation import evaluate
+    from tasks.runner import run_task
 
     out = root / name
     cfg = compose("eval", [*overrides, "logger=none", f"paths.data_dir={root / 'data'}"], output_dir=out)
@@ -176,9 +176,9 @@ def test_ema_decay_ramps_up_to_its_cap() -> None:
 
 
 def test_bad_tta_and_attack_options_are_user_errors() -> None:
-    from experiment_utils.ensemble import checkpoint_paths
     from lightning_modules.adversarial import Attack
     from lightning_modules.tta import transforms_of
+    from tasks.ensemble import checkpoint_paths
 
     with pytest.raises(UserError, match="tta"):
         transforms_of("x4")
@@ -251,7 +251,7 @@ def test_denoise_files_with_an_ensemble_and_tta(root: Path, denoisers: list[dict
     from skimage import data as skdata
 
     from datamodules.image_io import read_image, write_image
-    from experiment_utils.inference import denoise_files
+    from tasks.inference import denoise_files
 
     clean = skdata.camera()[100:196, 200:296].astype(np.float32) / 255.0
     noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape).astype(np.float32)
@@ -284,7 +284,7 @@ def test_predict_ensemble_averages_the_members_probabilities(
 ) -> None:
     from omegaconf import OmegaConf
 
-    from experiment_utils.prediction import predict_files
+    from tasks.prediction import predict_files
 
     digits = sorted((root / "data" / "digits_png").rglob("*.png"))[::300][:5]
     folder = root / "predict_in"
@@ -306,7 +306,7 @@ def test_predict_ensemble_averages_the_members_probabilities(
 
 @pytest.mark.slow
 def test_ensemble_of_a_classifier_and_a_denoiser_is_refused(plain: dict, denoisers: list[dict]) -> None:
-    from experiment_utils.ensemble import load_members
+    from tasks.ensemble import load_members
 
     with pytest.raises(UserError, match="ensemble members differ"):
         load_members([plain["best_checkpoint"], denoisers[0]["best_checkpoint"]])

@@ -156,8 +156,8 @@ class ImageAPI(ls.LitAPI):
         """Load the model once in the worker process."""
         import torch
 
-        from experiment_utils.inference import load_denoiser
-        from experiment_utils.prediction import eval_transform, load_classifier
+        from tasks.inference import load_denoiser
+        from tasks.prediction import eval_transform, load_classifier
 
         cfg = OmegaConf.create(self.cfg)
         self.device = torch.device(device)
@@ -203,8 +203,8 @@ class ImageAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         """Run the model on the valid uploads of a batch (one call for all of them); refusals pass through."""
-        from experiment_utils.inference import denoise_arrays
-        from experiment_utils.prediction import classify_arrays
+        from tasks.inference import denoise_arrays
+        from tasks.prediction import classify_arrays
 
         items = x if isinstance(x, list) else [x]
         valid = [i for i, item in enumerate(items) if isinstance(item, Upload)]
@@ -243,8 +243,8 @@ class ImageAPI(ls.LitAPI):
 
 def server_config(cfg: DictConfig) -> dict[str, Any]:
     """The plain settings the worker needs, checked; the model kind is read here (fails fast)."""
-    from experiment_utils.inference import check_model_choice
     from experiment_utils.run_checkpoint import load_run_checkpoint, model_kind
+    from tasks.inference import check_model_choice
 
     check_model_choice(cfg)
     for key in ("port", "max_batch_size", "max_pixels", "top_k", "tile"):

@@ -272,7 +272,7 @@ def _finish(
             attach_run_files(output_dir, cfg)  # metrics.json and the resolved config, into the W&B run
     finish_wandb(exit_code, preempted=record["status"] == "interrupted")
     if in_multirun():
-        from experiment_utils.ddp_launch import release_distributed_job
+        from tasks.ddp_launch import release_distributed_job
 
         release_distributed_job()
     if is_zero and completed:

@@ -2,7 +2,7 @@
 
 Sections (``sections`` in conf/benchmark.yaml), all measured in one process except the start-up timings:
 
-* ``overhead``: training steps/s of each model through the framework (``experiment_utils.training.train``
+* ``overhead``: training steps/s of each model through the framework (``tasks.training.train``
   with the run's own Trainer, callbacks and logger configuration) and through a bare PyTorch loop (forward,
   loss, backward, optimizer step) on the same network, data loader, batch size, device and precision;
   framework and bare runs alternate (F B F B ...), each timed over ``steps`` steps after ``warmup`` steps;
@@ -46,7 +46,7 @@ import torch
 
 from experiment_utils.atomic import atomic_write_json, atomic_write_text
 from experiment_utils.errors import UserError
-from experiment_utils.step_overhead import lightning_alone_run, overhead_ms, tiny_cases, window_overhead_ms
+from tasks.step_overhead import lightning_alone_run, overhead_ms, tiny_cases, window_overhead_ms
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class StepTimer(pl.Callback):
 
     ``first_step`` is the ``time.perf_counter()`` of the first batch start; ``steps_per_s`` the result;
     ``durations`` / ``cpu_durations`` each timed step's wall-clock / process CPU seconds
-    (``experiment_utils.step_overhead``; on CPU only: a CUDA step's duration is not known without a sync per
+    (``tasks.step_overhead``; on CPU only: a CUDA step's duration is not known without a sync per
     step); ``peak_device_bytes`` the peak CUDA memory of the timed steps (0 on CPU).
     """
 
@@ -424,8 +424,8 @@ def _peak_rss_bytes() -> int:
 
 def framework_run(case: ModelCase, extra: list[str], run_dir: Path, plan: Plan) -> dict[str, Any]:
     """Train ``case`` through the framework for its timing window; returns steps/s and the trainer."""
-    from experiment_utils.task import finish_wandb
-    from experiment_utils.training import train
+    from tasks.runner import finish_wandb
+    from tasks.training import train
 
     overrides = merge_overrides(
         plan.base_overrides(),
@@ -437,7 +437,7 @@ def framework_run(case: ModelCase, extra: list[str], run_dir: Path, plan: Plan) 
             "trainer.max_epochs=1",
             f"++trainer.limit_train_batches={case.warmup + case.steps + 1}",
             "++trainer.limit_val_batches=2",
-            "+callbacks.bench_timer._target_=experiment_utils.benchmarking.StepTimer",
+            "+callbacks.bench_timer._target_=tasks.benchmarking.StepTimer",
             f"+callbacks.bench_timer.warmup={case.warmup}",
             f"+callbacks.bench_timer.steps={case.steps}",
         ],
@@ -687,7 +687,7 @@ def startup_section(plan: Plan, work: Path) -> dict[str, Any]:
             "trainer.max_epochs=1",
             "++trainer.limit_train_batches=1",
             "++trainer.limit_val_batches=1",
-            "+callbacks.first_step_timer._target_=experiment_utils.benchmarking.FirstStepTimer",
+            "+callbacks.first_step_timer._target_=tasks.benchmarking.FirstStepTimer",
         ],
     )
     for rep in range(plan.first_step_repeats):

@@ -54,7 +54,7 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
     them (an ensemble: the average of their probabilities), with ``tta=flip`` applied on top; ``model_path``
     is a file written by ``scripts/export.py``.
     """
-    from experiment_utils.inference import check_model_choice
+    from tasks.inference import check_model_choice
 
     check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
@@ -65,8 +65,8 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
 
         model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
         return model, dict(model.preprocess or {}), list(model.class_names or [])
-    from experiment_utils.ensemble import combine, load_members
     from lightning_modules.tta import transforms_of
+    from tasks.ensemble import combine, load_members
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
     members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
@@ -113,8 +113,8 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     from datamodules.classification_transforms import to_uint8_chw
     from datamodules.image_io import read_image
     from experiment_utils.atomic import atomic_write_text
-    from experiment_utils.inference import check_model_choice, pick_device
     from experiment_utils.instantiation import instantiate_loggers
+    from tasks.inference import check_model_choice, pick_device
 
     check_model_choice(cfg)
     files, base = list_inputs(Path(str(cfg.input)).expanduser())

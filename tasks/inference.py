@@ -149,8 +149,8 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
         from deployment.exported_model import ExportedModel
 
         return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
-    from experiment_utils.ensemble import combine, load_members
     from lightning_modules.tta import transforms_of
+    from tasks.ensemble import combine, load_members
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
     members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")

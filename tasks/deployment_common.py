@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from deployment.data import datamodule_for, sample_inputs, test_batches
 from deployment.report import Bench
 from deployment.source import DeploySource, open_source
 from experiment_utils.errors import UserError
+from tasks.deployment_data import datamodule_for, sample_inputs, test_batches
 
 
 def positive_int(cfg: DictConfig, key: str) -> int:

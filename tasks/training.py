@@ -15,9 +15,9 @@ from experiment_utils.instantiation import instantiate_callbacks, instantiate_lo
 from experiment_utils.objective import extra_objectives, resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import slurm_restart_count
-from experiment_utils.resume import resume_point
 from experiment_utils.run_checkpoint import check_resumable_checkpoint
 from experiment_utils.wandb_files import loggable_config
+from tasks.resume import resume_point
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if _hydra_initialized():
-        from experiment_utils.ddp_launch import install_hydra_job_subprocess_cmd
+        from tasks.ddp_launch import install_hydra_job_subprocess_cmd
 
         install_hydra_job_subprocess_cmd()
 

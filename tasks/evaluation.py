@@ -89,16 +89,16 @@ def _test_metrics(trainer: Any, module: Any, datamodule: Any, verbose: bool = Tr
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test ``cfg.ckpt_path`` on the test split its run config describes (plus ``cfg.data`` overrides).
 
-    ``ckpt_path`` may list several checkpoints (an ensemble, ``experiment_utils/ensemble.py``): each member
+    ``ckpt_path`` may list several checkpoints (an ensemble, ``tasks/ensemble.py``): each member
     is scored, then their average. ``tta=flip|x8`` scores the model (or ensemble) without and with test-time
     augmentation (``lightning_modules/tta.py``). The last, complete combination gives the ``test/*`` metrics.
     """
     import lightning.pytorch as pl
 
     from experiment_utils.console import quiet_lightning_handlers
-    from experiment_utils.ensemble import combine, load_members
     from lightning_modules.adversarial import Attack, RobustAccuracy
     from lightning_modules.tta import transforms_of, wrap_tta
+    from tasks.ensemble import combine, load_members
 
     quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
 

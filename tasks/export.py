@@ -12,8 +12,8 @@ from deployment.export import FORMATS, export_file, sidecar_path
 from deployment.measure import exported_runner, torch_runner
 from deployment.report import write_report
 from deployment.source import DeploySource, count_parameters, network_of
-from deployment.tasks_common import bench_info, prepare
 from experiment_utils.errors import UserError
+from tasks.deployment_common import bench_info, prepare
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import yaml
 
 from experiment_utils.atomic import atomic_write, atomic_write_text
 from experiment_utils.errors import UserError
-from experiment_utils.pareto import plot_pareto
+from tasks.pareto import plot_pareto
 
 METRICS_FILE = "metrics.json"
 TRAINABLE_KEY = "model/params_trainable"

@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from deployment.data import calibration_inputs
 from deployment.export import export_onnx, export_safetensors
 from deployment.exported_model import ExportedModel
 from deployment.measure import exported_runner, onnx_parameters, torch_runner
 from deployment.report import Bench, write_report
 from deployment.source import DeploySource, count_parameters, network_of, open_source
-from deployment.tasks_common import bench_info, positive_int, prepare
 from experiment_utils.errors import UserError
+from tasks.deployment_common import bench_info, positive_int, prepare
+from tasks.deployment_data import calibration_inputs
 
 log = logging.getLogger(__name__)
 

@@ -124,7 +124,7 @@ class PlainModule(pl.LightningModule):
 def lightning_alone_run(trainer: pl.Trainer, case: Any) -> dict[str, Any]:
     """``case`` through Lightning alone: the framework run's network (a copy), loss, optimizer and data module
     in a ``PlainModule`` on a Trainer with no logger, callbacks, progress bar, checkpoints or validation."""
-    from experiment_utils.benchmarking import StepTimer, _bare_parts
+    from tasks.benchmarking import StepTimer, _bare_parts
 
     net, loss_fn, opt_cfg = _bare_parts(trainer.lightning_module)
     timer = StepTimer(case.warmup, case.steps)
@@ -156,7 +156,7 @@ def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = 
     ``steps`` timed steps after ``warmup`` steps; ``cifar_root`` holds the benchmark's CIFAR-shaped files;
     ``extra`` overrides go first (e.g. ``trainer=gpu``).
     """
-    from experiment_utils.benchmarking import ModelCase
+    from tasks.benchmarking import ModelCase
 
     batches = warmup + steps + 1
     denoiser = ModelCase(
