@@ -31,13 +31,13 @@ def _convs(net: nn.Module) -> list[nn.Conv2d]:
 def _architecture(kind: str, run_cfg: DictConfig, net: nn.Module) -> tuple[str, Any, Any]:
     """(config key, value before, value after pruning) of the architecture setting the pruning changed."""
     model = run_cfg.model
-    if kind == "denoiser" and model.net.get("name") == "dncnn":
+    if kind == "denoiser" and model.net.get("_target_") == "lightning_modules.networks.dncnn.DnCNN":
         return "model.net.width", int(model.net.width), _convs(net)[0].out_channels
     if kind == "classifier" and model.get("backbone") == "small_cnn":
         before = list(model.get("timm_kwargs", {}).get("widths", [32, 64, 128]))
         after = [stage[0][0].out_channels for stage in net.stages]
         return "model.timm_kwargs.widths", before, after
-    name = model.net.get("name") if kind == "denoiser" else model.get("backbone")
+    name = model.net.get("_target_") if kind == "denoiser" else model.get("backbone")
     raise UserError(
         f"structured pruning supports DnCNN denoisers and small_cnn classifiers, not {name!r}: its pruned "
         "widths cannot be written into its model config"

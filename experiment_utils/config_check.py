@@ -75,7 +75,7 @@ def check_override_types(cfg: DictConfig) -> None:
     group_choices, keys = _value_overrides(task_overrides, groups)
     if not keys:
         return
-    # a config folder added with hydra.searchpath=[...] holds group options the base config may pick
+    # the user's own config folders (hydra.searchpath=[file://...]) hold group options too
     searchpath = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")]
     base = compose(config_name=hc.job.config_name, overrides=[*searchpath, *group_choices])
     for key in keys:

@@ -8,8 +8,6 @@ a checkpoint is re-opened. Loss, metrics and test-time figures: ``classifier_sco
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,11 +23,18 @@ from experiment_utils.plain_config import to_plain
 from lightning_modules import classifier_scoring as scoring
 from lightning_modules.classifier_net import ClassifierNet, base_model, check_classes, classes_for_data
 from lightning_modules.error_gallery import ConfidentErrors
-from lightning_modules.finetuning import build_strategy, finetune_config, save_lora_adapter, strip_lora_name
-from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
+from lightning_modules.finetuning import build_strategy, finetune_config, save_lora_adapter
+from lightning_modules.optim import build_optimizer, check_optimization, configure_optimization
 from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean
 
-DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+# conf/model/optimizer/adamw.yaml's node, for modules built in code
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "lightning_modules.optim.create_optimizer",
+    "_partial_": True,
+    "opt": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+}
 
 
 class ClassifierModule(pl.LightningModule):
@@ -41,9 +46,10 @@ class ClassifierModule(pl.LightningModule):
     ``per_class_max`` classes); the same for ``test/`` (per class always) plus a confusion-matrix image and a
     grid of misclassified test images.
 
-    Optimisation: ``optimizer``/``scheduler`` as in ``lightning_modules.optim`` (weight decay never on biases,
-    norms or timm's ``no_weight_decay()`` tensors); ``head_lr`` gives the head its own learning rate;
-    ``layer_decay`` < 1 multiplies the LR of each earlier layer group by that factor (timm group_matcher).
+    Optimisation: ``optimizer``/``scheduler`` are ``_partial_`` nodes (``lightning_modules.optim``): timm's
+    optimizer factory with weight decay never on biases, norms or timm's ``no_weight_decay()`` tensors;
+    ``optimizer.head_lr`` gives the head its own learning rate; ``optimizer.layer_decay`` < 1 multiplies the LR
+    of each earlier layer group by that factor (timm ``param_groups_layer_decay``).
     """
 
     default_objective = ("val/acc", "max")
@@ -62,8 +68,6 @@ class ClassifierModule(pl.LightningModule):
         finetune: dict | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        head_lr: float | None = None,
-        layer_decay: float | None = None,
         label_smoothing: float = 0.0,
         num_misclassified: int = 32,
         per_class_max: int = 20,
@@ -73,10 +77,10 @@ class ClassifierModule(pl.LightningModule):
         finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess = (
             to_plain(v) for v in (finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess)
         )
-        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
+        optimizer = optimizer if optimizer is not None else dict(DEFAULT_OPTIMIZER)
         finetune = finetune_config(finetune)
         strategy = build_strategy(finetune)
-        self._check_options(optimizer, scheduler, head_lr, layer_decay, label_smoothing)
+        self._check_options(optimizer, scheduler, label_smoothing)
         class_names = None if class_names is None else [str(c) for c in class_names]
         num_classes = check_classes(num_classes, class_names)
         self.save_hyperparameters(
@@ -93,8 +97,6 @@ class ClassifierModule(pl.LightningModule):
                 "finetune": finetune,
                 "optimizer": optimizer,
                 "scheduler": scheduler,
-                "head_lr": None if head_lr is None else float(head_lr),
-                "layer_decay": None if layer_decay is None else float(layer_decay),
                 "label_smoothing": float(label_smoothing),
                 "num_misclassified": int(num_misclassified),
                 "per_class_max": int(per_class_max),
@@ -141,18 +143,9 @@ class ClassifierModule(pl.LightningModule):
 
     # --------------------------------------------------------------------------------------------- building
     @staticmethod
-    def _check_options(
-        optimizer: dict, scheduler: dict | None, head_lr: Any, layer_decay: Any, label_smoothing: Any
-    ) -> None:
+    def _check_options(optimizer: dict, scheduler: dict | None, label_smoothing: Any) -> None:
         """Fail at construction (UserError), not after data setup, on bad optimisation options."""
-        dummy = build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            build_scheduler(dummy, scheduler, total_steps=1000, steps_per_epoch=10)
-        if head_lr is not None and not float(head_lr) > 0:
-            raise UserError(f"model.head_lr must be > 0 or null (= optimizer.lr), got {head_lr}")
-        if layer_decay is not None and not 0.0 < float(layer_decay) <= 1.0:
-            raise UserError(f"model.layer_decay must be in (0, 1] or null (off), got {layer_decay}")
+        check_optimization(optimizer, scheduler)
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
 
@@ -352,54 +345,22 @@ class ClassifierModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ optim
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer parameter groups: head vs backbone LR, optional layer-wise LR decay, no decay on norms/biases."""
-        hp = self.hparams
-        base_lr = float(hp["optimizer"].get("lr", 1e-3))
-        weight_decay = float(hp["optimizer"].get("weight_decay", 0.0))
-        head_lr = hp["head_lr"] if hp["head_lr"] is not None else base_lr
-        raw = self.backbone_model()
-        no_decay = set(raw.no_weight_decay()) if callable(getattr(raw, "no_weight_decay", None)) else set()
-        named = [(strip_lora_name(n), p) for n, p in self.net.named_parameters() if p.requires_grad]
-        layer_of: dict[str, int] = {}
-        if hp["layer_decay"] is not None and hp["layer_decay"] < 1.0:
-            matcher = getattr(raw, "group_matcher", None)
-            if not callable(matcher):
-                raise UserError(
-                    f"model.layer_decay needs a timm model with group_matcher(); {hp['backbone']} has none"
-                )
-            from timm.models._manipulate import group_with_matcher
+        """The optimizer's parameter groups: head vs backbone LR, layer-wise LR decay, no decay on norms/biases."""
+        model, context = self._optimized()
+        return build_optimizer(self.hparams["optimizer"], model, **context).param_groups
 
-            layer_of = group_with_matcher(((n, None) for n, _ in named), matcher(coarse=False), reverse=True)
-        last = max(layer_of.values(), default=0)
-        buckets: dict[tuple[bool, int], list[tuple[str, nn.Parameter]]] = {}
-        for name, param in named:
-            is_head = name == self._head_name or name.startswith(self._head_name + ".")
-            buckets.setdefault((is_head, last if is_head else layer_of.get(name, last)), []).append(
-                (name, param)
+    def _optimized(self) -> tuple[nn.Module, dict[str, Any]]:
+        """The network the optimizer sees and its context: the timm model itself (under LoRA the base model that
+        carries the adapters, so group_matcher() and no_weight_decay() names match) and its head's name."""
+        if not any(p.requires_grad for p in self.net.parameters()):
+            raise UserError(
+                f"finetune={self.strategy} leaves no parameter to train in {self.hparams['backbone']}"
             )
-        groups = []
-        for (is_head, layer), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            scale = 1.0 if is_head else float(hp["layer_decay"] or 1.0) ** (last - layer)
-            lr = head_lr if is_head else base_lr * scale
-            label = "head" if is_head else (f"layer{layer}" if layer_of else "backbone")
-            for group in param_groups_without_decay(params, weight_decay, no_decay):
-                group.update(lr=lr, name=f"{label}{'_no_decay' if group['name'] == 'no_decay' else ''}")
-                groups.append(group)
-        if not groups:
-            raise UserError(f"finetune={self.strategy} leaves no parameter to train in {hp['backbone']}")
-        return groups
+        return self.backbone_model(), {"head": self._head_name}
 
     def configure_optimizers(self) -> Any:
         """Optimizer over the trainable parameters and a per-step LR schedule from the hparams."""
-        optimizer = build_optimizer(self.param_groups(), self.hparams["optimizer"])
-        total_steps = self.trainer.estimated_stepping_batches  # also sets up the train dataloader
-        batches = self.trainer.num_training_batches
-        accumulate = max(1, int(self.trainer.accumulate_grad_batches))
-        if math.isfinite(batches):
-            steps_per_epoch = max(1, -(-int(batches) // accumulate))
-        else:  # iterable loader without a length
-            steps_per_epoch = max(1, int(total_steps)) if math.isfinite(total_steps) else 1
-        scheduler = build_scheduler(optimizer, self.hparams["scheduler"], total_steps, steps_per_epoch)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        model, context = self._optimized()
+        return configure_optimization(
+            self, model, self.hparams["optimizer"], self.hparams["scheduler"], **context
+        )

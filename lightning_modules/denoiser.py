@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,12 +13,19 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from experiment_utils.errors import UserError
 from experiment_utils.plain_config import to_plain
-from lightning_modules.losses import build_loss
-from lightning_modules.networks.registry import build_denoiser_net
-from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
+from lightning_modules.config_nodes import build_module
+from lightning_modules.optim import check_optimization, configure_optimization
 from lightning_modules.step_logging import should_log_step
 
-DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0}
+# the defaults of conf/model/optimizer/adam.yaml and conf/model/loss/mse.yaml, for modules built in code
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "lightning_modules.optim.create_optimizer",
+    "_partial_": True,
+    "opt": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+}
+DEFAULT_LOSS: dict[str, Any] = {"_target_": "torch.nn.MSELoss"}
 _SEPARATOR_PX = 4  # white gap between the noisy | denoised | clean columns of a panel
 
 
@@ -44,7 +50,12 @@ def make_panel(noisy: Tensor, denoised: Tensor, clean: Tensor) -> np.ndarray:
 
 
 class DenoiserModule(pl.LightningModule):
-    """Train/evaluate a denoising network built from ``net`` (see ``networks.registry``).
+    """Train/evaluate a denoising network built from the ``net`` node (any ``nn.Module`` mapping (B, C, H, W)
+    images to the same shape, e.g. ``lightning_modules.networks.dncnn.DnCNN``; presets in conf/model/net/).
+
+    ``net``, ``loss`` (an ``nn.Module`` called as ``loss(pred, target)``), ``optimizer`` and ``scheduler``
+    (``_partial_`` nodes, see ``lightning_modules.optim``) are Hydra ``_target_`` nodes kept as plain dicts in
+    the hyper-parameters (checkpoints load with ``weights_only=True``) and instantiated here.
 
     Batches are ``(noisy, clean)`` float tensors in [0, 1]. Logs ``train/loss`` (per step) and
     ``train/loss_epoch`` (epoch mean); ``val/loss``, ``val/psnr``,
@@ -58,7 +69,7 @@ class DenoiserModule(pl.LightningModule):
     def __init__(
         self,
         net: dict,
-        loss: str | dict = "mse",
+        loss: dict | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         num_panels: int = 4,
@@ -66,7 +77,8 @@ class DenoiserModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = (to_plain(v) for v in (net, loss, optimizer, scheduler))
-        optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
+        optimizer = optimizer if optimizer is not None else dict(DEFAULT_OPTIMIZER)
+        loss = loss if loss is not None else dict(DEFAULT_LOSS)
         num_panels = int(num_panels)
         self.save_hyperparameters(
             {
@@ -78,10 +90,11 @@ class DenoiserModule(pl.LightningModule):
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
             }
         )
-        self.net = build_denoiser_net(net)
-        self.channels: int = self.net.channels
-        self.loss_fn = build_loss(loss)
-        self._check_optim_config(optimizer, scheduler)
+        self.net = build_module(net, "model.net")
+        # the input check in forward(): the network's own channels, else its config's
+        self.channels: int | None = getattr(self.net, "channels", net.get("channels"))
+        self.loss_fn = build_module(loss, "model.loss")
+        check_optimization(optimizer, scheduler)  # fail now, not after data setup
         self.num_panels = num_panels
 
         self.val_psnr = _psnr_metric()
@@ -136,18 +149,10 @@ class DenoiserModule(pl.LightningModule):
         if self.global_rank == 0:
             print(f"weights: network loaded from {path}")
 
-    @staticmethod
-    def _check_optim_config(optimizer: dict, scheduler: dict | None) -> None:
-        """Fail at construction (UserError), not after data setup, on a bad optimizer/scheduler config."""
-        dummy = build_optimizer([torch.nn.Parameter(torch.zeros(1))], optimizer)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            build_scheduler(dummy, scheduler, total_steps=1000, steps_per_epoch=10)
-
     # ----------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         """Run the network on a (B, C, H, W) batch; raw output, not clamped."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
+        if x.ndim != 4 or (self.channels is not None and x.shape[1] != self.channels):
             raise UserError(
                 f"the denoiser expects (B, {self.channels}, H, W) images but got shape {tuple(x.shape)}; "
                 f"use data with channels={self.channels} (or a model trained for {x.shape[-3]} channels)"
@@ -294,24 +299,7 @@ class DenoiserModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------------- optim
     def configure_optimizers(self) -> Any:
         """Optimizer (no weight decay on biases/norms) and per-step LR schedule from the hparams."""
-        cfg = self.hparams["optimizer"]
-        groups = param_groups_without_decay(self.net.named_parameters(), float(cfg.get("weight_decay", 0.0)))
-        optimizer = build_optimizer(groups, cfg)
-        trainer = self.trainer
-        total_steps = trainer.estimated_stepping_batches
-        if trainer.train_dataloader is None:
-            # max_steps-only runs skip this inside estimated_stepping_batches; it is not repeated later
-            trainer.fit_loop.setup_data()
-        batches = trainer.num_training_batches
-        accumulate = max(1, int(trainer.accumulate_grad_batches))
-        if np.isfinite(batches):
-            steps_per_epoch = max(1, -(-int(batches) // accumulate))
-        else:  # iterable loader without a length: an "epoch" is the whole run (or 1 step if unbounded)
-            steps_per_epoch = max(1, int(total_steps)) if np.isfinite(total_steps) else 1
-        scheduler = build_scheduler(optimizer, self.hparams["scheduler"], total_steps, steps_per_epoch)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self, self.net, self.hparams["optimizer"], self.hparams["scheduler"])
 
 
 def _single_psnr(pred: Tensor, target: Tensor) -> float:

@@ -1,9 +1,9 @@
-"""Reconstruction losses for image restoration, built by name: mse, l1, charbonnier."""
+"""Reconstruction losses for image restoration that torch lacks (``model.loss`` nodes, conf/model/loss/).
+
+mse and l1 are torch's ``nn.MSELoss`` / ``nn.L1Loss``; any ``nn.Module`` called as ``loss(pred, target)`` works.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,31 +23,3 @@ class CharbonnierLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """Mean Charbonnier distance between ``pred`` and ``target``."""
         return torch.sqrt((pred - target) ** 2 + self.eps**2).mean()
-
-
-LOSSES = ("mse", "l1", "charbonnier")
-
-
-def build_loss(name: str | Mapping[str, Any], **kwargs: Any) -> nn.Module:
-    """Return the loss module named ``name`` (mse | l1 | charbonnier).
-
-    ``name`` may also be a mapping such as ``{"name": "charbonnier", "eps": 1e-3}``; extra keys (or
-    ``kwargs``) are options of that loss (only charbonnier has one: ``eps``). Unknown names/options raise
-    UserError.
-    """
-    if isinstance(name, Mapping):
-        opts = dict(name)
-        name = opts.pop("name", None)
-        kwargs = {**opts, **kwargs}
-    if name == "mse" and not kwargs:
-        return nn.MSELoss()
-    if name == "l1" and not kwargs:
-        return nn.L1Loss()
-    if name == "charbonnier":
-        unknown = sorted(set(kwargs) - {"eps"})
-        if not unknown:
-            return CharbonnierLoss(**kwargs)
-        raise UserError(f"unknown option(s) {', '.join(unknown)} for loss charbonnier; valid options: eps")
-    if name in LOSSES:
-        raise UserError(f"loss {name!r} takes no options, got {', '.join(sorted(kwargs))}")
-    raise UserError(f"unknown loss {name!r} in model.loss; valid losses: {', '.join(LOSSES)}")

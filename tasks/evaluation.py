@@ -168,7 +168,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             list(cfg.get("baselines") or []),
             _known_sigma(datamodule),
         )
-        net_name = run_cfg.model.get("net", {}).get("name", "model")
+        net_name = str(run_cfg.model.get("net", {}).get("_target_", "model")).rsplit(".", 1)[-1]  # class name
         table = [
             ("noisy input", metrics.get("test/psnr_noisy"), None),
             *[(f"baseline: {name}", s["psnr"], s["ssim"]) for name, s in baselines.items()],

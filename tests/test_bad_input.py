@@ -29,7 +29,8 @@ def test_unknown_config_key_and_option(tmp_path: Path) -> None:
 
 
 def test_bad_value_for_a_constructor(tmp_path: Path) -> None:
-    proc = run_script("train.py", "model.net.name=resnet9000", "logger=none", cwd=tmp_path, check=False)
+    bad_target = "model.net._target_=lightning_modules.networks.resnet9000.ResNet"
+    proc = run_script("train.py", bad_target, "logger=none", cwd=tmp_path, check=False)
     assert_one_line_error(proc, "resnet9000")
 
 

@@ -18,6 +18,7 @@ from lightning_modules.finetuning import FinetuneStrategy, train_only
 pl = pytest.importorskip("lightning.pytorch")
 
 CLASSES = ["apple", "bus", "cat", "dog"]
+ADAMW = {"_target_": "lightning_modules.optim.create_optimizer", "_partial_": True, "opt": "adamw"}
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +99,7 @@ def classifier(backbone: str, finetune: dict, **kwargs):
         "pretrained": False,
         "in_chans": 3,
         "timm_kwargs": timm_kwargs,
-        "optimizer": {"name": "adamw", "lr": 1e-2, "weight_decay": 0.01},
+        "optimizer": {**ADAMW, "lr": 1e-2, "weight_decay": 0.01},
         "scheduler": None,
     }
     return ClassifierModule(backbone=backbone, finetune=finetune, **{**options, **kwargs})
@@ -336,7 +337,7 @@ def test_bad_finetune_options_are_user_errors() -> None:
     with pytest.raises(UserError, match="matches no Linear/Conv2d"):
         classifier("test_resnet", {"strategy": "lora", "target_modules": ["qkv"]}, num_classes=4)
     with pytest.raises(UserError, match="layer_decay"):
-        classifier("test_resnet", {"strategy": "full"}, layer_decay=1.5)
+        classifier("test_resnet", {"strategy": "full"}, optimizer={**ADAMW, "layer_decay": 1.5})
     with pytest.raises(UserError, match="rank must be an integer >= 1"):
         classifier("test_resnet", {"_target_": "lightning_modules.finetuning.LoRA", "rank": 0})
     with pytest.raises(UserError, match="is not a FinetuneStrategy"):
@@ -374,7 +375,8 @@ def test_a_strategy_of_your_own_is_one_class_and_its_target() -> None:
 
 
 def test_param_groups_head_lr_layer_decay_and_no_decay() -> None:
-    module = classifier("test_vit", {"strategy": "full"}, num_classes=4, head_lr=0.5, layer_decay=0.5)
+    optimizer = {**ADAMW, "lr": 1e-2, "weight_decay": 0.01, "head_lr": 0.5, "layer_decay": 0.5}
+    module = classifier("test_vit", {"strategy": "full"}, num_classes=4, optimizer=optimizer)
     groups = module.param_groups()
     by_param = {id(p): g for g in groups for p in g["params"]}
     named = dict(module.net.named_parameters())
@@ -391,7 +393,7 @@ def test_param_groups_head_lr_layer_decay_and_no_decay() -> None:
 def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
     data = cifar_data(cifar_root, val_size=8, max_test_images=12)
     module = classifier(
-        "small_cnn", {"strategy": "full"}, optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 0.0}
+        "small_cnn", {"strategy": "full"}, optimizer={**ADAMW, "lr": 3e-3, "weight_decay": 0.0}
     )
     trainer = fit(module, data, steps=40)
     assert data.class_names == CLASSES and module.class_names == CLASSES

@@ -25,7 +25,13 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        *["data", "model", "trainer", "logger", "callbacks", "debug", "experiment"],
+        *["model/net", "model/loss", "model/optimizer", "model/scheduler"],
+    ],
+)
 def test_every_option_composes(group: str, tmp_path: Path) -> None:
     names = options(group)
     assert names, f"conf/{group} is empty"

@@ -19,6 +19,8 @@ from lightning_modules.denoiser import DenoiserModule
 
 SIGMA = 25 / 255
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ADAM = {"_target_": "lightning_modules.optim.create_optimizer", "_partial_": True, "opt": "adam"}
+COSINE = {"_target_": "lightning_modules.optim.warmup_cosine", "_partial_": True}
 METRICS = [
     "train/loss",
     "val/loss",
@@ -104,9 +106,11 @@ def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
     torch.manual_seed(0)
     # omegaconf containers, as Hydra passes them: they must be stored as plain Python in the checkpoint
     model = DenoiserModule(
-        net=OmegaConf.create({"name": "dncnn", "channels": 1, "depth": 5, "width": 16}),
-        optimizer=OmegaConf.create({"name": "adam", "lr": 2e-3}),
-        scheduler=OmegaConf.create({"name": "cosine", "warmup_epochs": 0.5, "min_lr_ratio": 0.1}),
+        net=OmegaConf.create(
+            {"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 5, "width": 16}
+        ),
+        optimizer=OmegaConf.create({**ADAM, "lr": 2e-3}),
+        scheduler=OmegaConf.create({**COSINE, "warmup_epochs": 0.5, "min_lr_ratio": 0.1}),
         num_panels=3,
     )
     dm = CameraPatches()
@@ -151,7 +155,12 @@ def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
     ckpt = tmp_path / "model.ckpt"
     trainer.save_checkpoint(ckpt)
     raw = torch.load(ckpt, weights_only=True, map_location="cpu")
-    assert raw["hyper_parameters"]["net"] == {"name": "dncnn", "channels": 1, "depth": 5, "width": 16}
+    assert raw["hyper_parameters"]["net"] == {
+        "_target_": "lightning_modules.networks.dncnn.DnCNN",
+        "channels": 1,
+        "depth": 5,
+        "width": 16,
+    }
     assert type(raw["hyper_parameters"]["scheduler"]) is dict
     restored = DenoiserModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     model.eval()
@@ -162,7 +171,9 @@ def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
 
 def test_predict_and_denoise_clamp_to_unit_range() -> None:
     torch.manual_seed(0)
-    model = DenoiserModule(net={"name": "dncnn", "channels": 3, "depth": 3, "width": 8}).eval()
+    model = DenoiserModule(
+        net={"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 3, "depth": 3, "width": 8}
+    ).eval()
     torch.nn.init.normal_(model.net.last_conv.weight, std=1.0)
     x = torch.rand(2, 3, 20, 24)
     raw = model(x)
@@ -176,7 +187,9 @@ def test_predict_and_denoise_clamp_to_unit_range() -> None:
 
 
 def test_wrong_channel_count_is_a_user_error() -> None:
-    model = DenoiserModule(net={"name": "dncnn", "channels": 1, "depth": 3, "width": 4})
+    model = DenoiserModule(
+        net={"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 3, "width": 4}
+    )
     with pytest.raises(UserError, match="channels=1"):
         model(torch.rand(1, 3, 16, 16))
 
@@ -184,14 +197,21 @@ def test_wrong_channel_count_is_a_user_error() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"loss": "huber"},
-        {"optimizer": {"name": "adam", "momentum": 0.9}},
-        {"scheduler": {"name": "cosine", "warmup": 3}},
-        {"net": {"name": "dncnn", "channels": 1, "layers": 3}},
+        {"loss": {"_target_": "torch.nn.HuberLos"}},
+        {"loss": "mse"},
+        {"optimizer": {**ADAM, "opt": "adamm"}},
+        {"optimizer": {**ADAM, "betaz": [0.9, 0.99]}},
+        {"optimizer": {"name": "adam", "lr": 1e-3}},
+        {"scheduler": {**COSINE, "warmup": 3}},
+        {"scheduler": {**COSINE, "min_lr_ratio": 2}},
+        {"net": {"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "layers": 3}},
     ],
 )
 def test_bad_configs_fail_at_construction(kwargs: dict) -> None:
-    args = {"net": {"name": "dncnn", "channels": 1, "depth": 3, "width": 4}, **kwargs}
+    args = {
+        "net": {"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 3, "width": 4},
+        **kwargs,
+    }
     with pytest.raises(UserError):
         DenoiserModule(**args)
 

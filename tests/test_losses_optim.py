@@ -1,4 +1,5 @@
-"""Losses by name, optimizers/schedulers from config dicts, no weight decay on biases and norms."""
+"""Losses, optimizers and schedules as ``_target_`` nodes: timm's factory and parameter groups (no weight decay
+on biases and norms, layer decay, head LR), any timm optimizer name, warm-up + cosine / step shapes."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import itertools
 import math
 
 import pytest
+import timm
 import torch
 from torch import nn
 
 from experiment_utils.errors import UserError
-from lightning_modules.losses import CharbonnierLoss, build_loss
-from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
+from lightning_modules.config_nodes import build_module
+from lightning_modules.losses import CharbonnierLoss
+from lightning_modules.optim import build_optimizer, build_scheduler, check_optimization
+
+OPT = {"_target_": "lightning_modules.optim.create_optimizer", "_partial_": True}
+COSINE = {"_target_": "lightning_modules.optim.warmup_cosine", "_partial_": True}
+STEP = {"_target_": "lightning_modules.optim.warmup_step", "_partial_": True}
 
 
 def _pair() -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,34 +26,36 @@ def _pair() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(2, 1, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g)
 
 
-def test_mse_and_l1_match_torch() -> None:
+def test_loss_nodes_match_torch() -> None:
     a, b = _pair()
-    torch.testing.assert_close(build_loss("mse")(a, b), torch.mean((a - b) ** 2))
-    torch.testing.assert_close(build_loss("l1")(a, b), torch.mean((a - b).abs()))
+    mse = build_module({"_target_": "torch.nn.MSELoss"}, "model.loss")
+    l1 = build_module({"_target_": "torch.nn.L1Loss"}, "model.loss")
+    torch.testing.assert_close(mse(a, b), torch.mean((a - b) ** 2))
+    torch.testing.assert_close(l1(a, b), torch.mean((a - b).abs()))
 
 
 def test_charbonnier_is_l1_for_small_eps_and_larger_for_big_eps() -> None:
     a, b = _pair()
     l1 = torch.mean((a - b).abs())
-    assert abs(build_loss("charbonnier", eps=1e-6)(a, b) - l1) < 1e-5
-    big = build_loss({"name": "charbonnier", "eps": 0.1})
+    assert abs(CharbonnierLoss(eps=1e-6)(a, b) - l1) < 1e-5
+    big = build_module({"_target_": "lightning_modules.losses.CharbonnierLoss", "eps": 0.1}, "model.loss")
     assert isinstance(big, CharbonnierLoss) and big.eps == 0.1
     assert big(a, b) > l1 + 1e-3
-    assert build_loss("charbonnier")(a, a) == pytest.approx(1e-3)  # default eps: sqrt(eps**2) at zero error
+    assert CharbonnierLoss()(a, a) == pytest.approx(1e-3)  # default eps: sqrt(eps**2) at zero error
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "match"),
+    ("node", "match"),
     [
-        ("huber", {}, "valid losses: mse, l1, charbonnier"),
-        ("charbonnier", {"delta": 1}, "valid options: eps"),
-        ("mse", {"eps": 1}, "takes no options"),
-        ("charbonnier", {"eps": 0}, "eps must be > 0"),
+        ({"_target_": "torch.nn.HuberLos"}, "model.loss"),
+        ({"_target_": "lightning_modules.losses.CharbonnierLoss", "delta": 1}, "delta"),
+        ({"_target_": "lightning_modules.losses.CharbonnierLoss", "eps": 0}, "eps must be > 0"),
+        ({"name": "mse"}, "must be a config node with a _target_"),
     ],
 )
-def test_bad_losses_are_user_errors(name: str, kwargs: dict, match: str) -> None:
+def test_bad_losses_are_user_errors(node: dict, match: str) -> None:
     with pytest.raises(UserError, match=match):
-        build_loss(name, **kwargs)
+        build_module(node, "model.loss")
 
 
 def _model() -> nn.Module:
@@ -58,15 +67,15 @@ def _model() -> nn.Module:
 def test_no_weight_decay_on_biases_and_norm_weights() -> None:
     model = _model()
     model[4].bias.requires_grad_(False)  # frozen parameters are left out
-    groups = param_groups_without_decay(model.named_parameters(), 0.5)
-    decay, no_decay = groups
-    assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0
-    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[4].weight)}
+    opt = build_optimizer({**OPT, "opt": "adamw", "lr": 0.1, "weight_decay": 0.5}, model)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"decay", "no_decay"}
+    assert groups["decay"]["weight_decay"] == 0.5 and groups["no_decay"]["weight_decay"] == 0.0
+    assert {id(p) for p in groups["decay"]["params"]} == {id(model[0].weight), id(model[4].weight)}
     expected = {model[0].bias, model[1].weight, model[1].bias, model[3].weight, model[3].bias}
-    assert {id(p) for p in no_decay["params"]} == {id(p) for p in expected}
+    assert {id(p) for p in groups["no_decay"]["params"]} == {id(p) for p in expected}
 
     # behaviour: with zero gradients AdamW only decays the decayed group
-    opt = build_optimizer(groups, {"name": "adamw", "lr": 0.1, "weight_decay": 0.5})
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -78,41 +87,71 @@ def test_no_weight_decay_on_biases_and_norm_weights() -> None:
             torch.testing.assert_close(p, before[name])
 
 
-def test_named_no_decay_parameters_and_empty_groups_dropped() -> None:
-    model = nn.Linear(3, 3, bias=False)
-    groups = param_groups_without_decay(model.named_parameters(), 0.1, no_decay_names=["weight"])
-    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
-
-
-def test_build_optimizer_options() -> None:
-    params = [nn.Parameter(torch.zeros(2))]
-    sgd = build_optimizer(params, {"name": "sgd", "lr": 0.5, "momentum": 0.8, "nesterov": True})
+def test_timm_optimizer_names_and_options_pass_through() -> None:
+    model = _model()
+    sgd = build_optimizer({**OPT, "opt": "momentum", "lr": 0.5, "momentum": 0.8}, model)
     assert isinstance(sgd, torch.optim.SGD)
-    assert sgd.param_groups[0]["momentum"] == 0.8 and sgd.param_groups[0]["nesterov"] is True
-    adam = build_optimizer(params, {"name": "adam", "lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 1e-4})
+    assert sgd.param_groups[0]["momentum"] == 0.8 and sgd.param_groups[0]["nesterov"] is False
+    adam = build_optimizer(
+        {**OPT, "opt": "adam", "lr": 0.01, "betas": [0.8, 0.9], "weight_decay": 1e-4}, model
+    )
     assert isinstance(adam, torch.optim.Adam) and not isinstance(adam, torch.optim.AdamW)
-    assert adam.param_groups[0]["betas"] == (0.8, 0.9) and adam.param_groups[0]["weight_decay"] == 1e-4
-    assert isinstance(build_optimizer(params, {"name": "adamw"}), torch.optim.AdamW)
+    assert tuple(adam.param_groups[0]["betas"]) == (0.8, 0.9)
+    for name, cls in (
+        ("lion", timm.optim.Lion),
+        ("lamb", timm.optim.Lamb),
+        ("adabelief", timm.optim.AdaBelief),
+    ):
+        assert isinstance(build_optimizer({**OPT, "opt": name}, model), cls), name
+    # a torch optimizer class as the target gets timm's no-decay groups
+    torch_sgd = build_optimizer(
+        {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "weight_decay": 0.3}, model
+    )
+    assert sorted(g["weight_decay"] for g in torch_sgd.param_groups) == [0.0, 0.3]
 
 
 @pytest.mark.parametrize(
-    ("cfg", "match"),
+    ("node", "match"),
     [
-        ({"name": "lamb"}, "valid names: adam, adamw, sgd"),
-        ({"name": "adam", "momentum": 0.9}, "unknown option"),
-        ({"name": "sgd", "betas": [0.9, 0.99]}, "unknown option"),
-        ({"name": "adam", "lr": 0}, "lr must be > 0"),
-        ({"name": "sgd", "momentum": 0.0, "nesterov": True}, "nesterov"),
+        ({**OPT, "opt": "lamb2"}, "Optimizer lamb2 not found"),
+        ({**OPT, "opt": "adam", "momentum2": 0.9}, "momentum2"),
+        ({**OPT, "lr": 0}, "lr must be > 0"),
+        ({**OPT, "layer_decay": 1.5}, "layer_decay"),
+        ({**OPT, "head_lr": -1}, "head_lr"),
+        ({"_target_": "lightning_modules.optim.nothing", "_partial_": True}, "model.optimizer"),
+        ({"name": "adam"}, r"model/optimizer=NAME"),
     ],
 )
-def test_bad_optimizer_configs_are_user_errors(cfg: dict, match: str) -> None:
+def test_bad_optimizer_nodes_are_user_errors(node: dict, match: str) -> None:
     with pytest.raises(UserError, match=match):
-        build_optimizer([nn.Parameter(torch.zeros(1))], cfg)
+        check_optimization(node, None)
 
 
-def _lrs(cfg: dict, total: int, steps_per_epoch: int, base_lr: float = 0.1) -> list[float]:
+def test_layer_decay_and_head_lr_per_group() -> None:
+    model = timm.create_model("test_vit", num_classes=4, img_size=32)
+    node = {**OPT, "opt": "adamw", "lr": 1e-2, "weight_decay": 0.01, "layer_decay": 0.5, "head_lr": 0.5}
+    groups = build_optimizer(node, model, head="head").param_groups
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert (
+        by_param[id(named["head.weight"])]["lr"] == 0.5
+        and by_param[id(named["head.weight"])]["name"] == "head"
+    )
+    lrs = [by_param[id(named[f"blocks.{i}.attn.qkv.weight"])]["lr"] for i in range(6)]
+    assert all(later == pytest.approx(2 * earlier) for earlier, later in itertools.pairwise(lrs))
+    assert lrs[-1] == pytest.approx(1e-2 * 0.5)  # the last block is one layer group below the head
+    assert by_param[id(named["patch_embed.proj.weight"])]["lr"] == pytest.approx(lrs[0] / 2)
+    for name in ("pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"):
+        assert by_param[id(named[name])]["weight_decay"] == 0.0, name
+    assert by_param[id(named["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.01
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    assert len({g["name"] for g in groups}) == len(groups)  # unique names: the LR monitor's curves
+    assert {g["name"] for g in groups} >= {"head", "head_no_decay", "layer0", "layer0_no_decay"}
+
+
+def _lrs(node: dict, total: int, steps_per_epoch: int, base_lr: float = 0.1) -> list[float]:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
-    sched = build_scheduler(opt, cfg, total_steps=total, steps_per_epoch=steps_per_epoch)
+    sched = build_scheduler(node, opt, total_steps=total, steps_per_epoch=steps_per_epoch)
     assert sched is not None and sched["interval"] == "step"
     lrs = []
     for _ in range(total):
@@ -122,42 +161,62 @@ def _lrs(cfg: dict, total: int, steps_per_epoch: int, base_lr: float = 0.1) -> l
     return lrs
 
 
-def test_cosine_with_warmup_goes_up_then_down_to_min() -> None:
-    lrs = _lrs({"name": "cosine", "warmup_epochs": 2, "min_lr_ratio": 0.05}, total=100, steps_per_epoch=5)
+def test_cosine_with_warmup_rises_linearly_then_decays_to_min() -> None:
+    lrs = _lrs({**COSINE, "warmup_epochs": 2, "min_lr_ratio": 0.05}, total=100, steps_per_epoch=5)
     peak = lrs.index(max(lrs))
     assert peak == 9  # 2 epochs x 5 steps of linear warm-up
-    assert lrs[0] == pytest.approx(0.1 / 10)
-    assert all(a < b for a, b in itertools.pairwise(lrs[: peak + 1]))
-    assert max(lrs) == pytest.approx(0.1)
+    assert lrs[:10] == pytest.approx([0.1 * (i + 1) / 10 for i in range(10)])  # linear from lr/10 to lr
+    assert max(lrs) == pytest.approx(0.1) and lrs[10] == pytest.approx(0.1)
     assert all(a >= b for a, b in itertools.pairwise(lrs[peak:]))
+    expected = [0.1 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (s - 10) / 90))) for s in range(10, 100)]
+    assert lrs[10:] == pytest.approx(expected)  # cosine from lr to min_lr_ratio * lr at the run's end
     assert lrs[-1] == pytest.approx(0.1 * 0.05, rel=0.05)
-    assert lrs[(peak + 100) // 2] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5), rel=0.05)  # half-way point
+
+
+def test_cosine_keeps_each_groups_own_fraction() -> None:
+    p, q = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 1.0}, {"params": [q], "lr": 0.01}], lr=1.0)
+    sched = build_scheduler({**COSINE, "min_lr_ratio": 0.1}, opt, total_steps=10, steps_per_epoch=1)
+    for _ in range(10):
+        opt.step()
+        sched["scheduler"].step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.001])
 
 
 def test_cosine_warmup_steps_and_step_schedule() -> None:
-    lrs = _lrs({"name": "cosine", "warmup_steps": 3}, total=20, steps_per_epoch=100)
+    # warmup_steps replaces the preset's warmup_epochs
+    lrs = _lrs({**COSINE, "warmup_steps": 3, "warmup_epochs": 1}, total=20, steps_per_epoch=100)
     assert lrs.index(max(lrs)) == 2 and lrs[-1] < 0.01
-    step = _lrs({"name": "step", "step_size": 2, "gamma": 0.5}, total=12, steps_per_epoch=3)
+    step = _lrs({**STEP, "step_size": 2, "gamma": 0.5}, total=12, steps_per_epoch=3)
     assert step == pytest.approx([0.1] * 6 + [0.05] * 6)
+    warm = _lrs({**STEP, "step_size": 1, "gamma": 0.5, "warmup_steps": 2}, total=6, steps_per_epoch=2)
+    assert warm == pytest.approx([0.05, 0.1, 0.1, 0.1, 0.05, 0.05])
+
+
+def test_library_scheduler_gets_the_run_length() -> None:
+    node = {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 0.1}
+    lrs = _lrs(node, total=20, steps_per_epoch=5)  # OneCycleLR's own total_steps is filled in
+    assert max(lrs) == pytest.approx(0.1, rel=0.01) and lrs[-1] < 0.01
 
 
 def test_no_scheduler() -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    assert build_scheduler(opt, None, 10, 1) is None
-    assert build_scheduler(opt, {"name": "none"}, 10, 1) is None
+    assert build_scheduler(None, opt, 10, 1) is None
+    assert build_scheduler({}, opt, 10, 1) is None  # conf/model/scheduler/none.yaml
 
 
 @pytest.mark.parametrize(
-    ("cfg", "total", "match"),
+    ("node", "total", "match"),
     [
-        ({"name": "cyclic"}, 10, "valid names: cosine, none, step"),
-        ({"name": "cosine", "gamma": 0.1}, 10, "unknown option"),
-        ({"name": "cosine", "warmup_steps": 1, "warmup_epochs": 1}, 10, "not both"),
-        ({"name": "cosine", "min_lr_ratio": 2}, 10, "min_lr_ratio"),
-        ({"name": "cosine"}, math.inf, "finite"),
+        ({"_target_": "lightning_modules.optim.cyclic", "_partial_": True}, 10, "model.scheduler"),
+        ({**COSINE, "gamma": 0.1}, 10, "gamma"),
+        ({**COSINE, "warmup_steps": -1}, 10, "warm-up must be >= 0"),
+        ({**COSINE, "min_lr_ratio": 2}, 10, "min_lr_ratio"),
+        ({**COSINE}, math.inf, "finite"),
+        ({"name": "cosine"}, 10, r"model/scheduler=NAME"),
     ],
 )
-def test_bad_scheduler_configs_are_user_errors(cfg: dict, total: float, match: str) -> None:
+def test_bad_scheduler_nodes_are_user_errors(node: dict, total: float, match: str) -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(UserError, match=match):
-        build_scheduler(opt, cfg, total, 10)
+        build_scheduler(node, opt, total, 10)

@@ -1,4 +1,4 @@
-"""Denoising networks: any H x W in, same shape out; residual DnCNN/UNet; registry errors."""
+"""Denoising networks: any H x W in, same shape out; residual DnCNN/UNet; bad ``model.net`` nodes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,20 @@ import torch
 from omegaconf import OmegaConf
 
 from experiment_utils.errors import UserError
-from lightning_modules.networks.registry import build_denoiser_net
+from lightning_modules.config_nodes import build_module
+
+TARGETS = {
+    "dncnn": "lightning_modules.networks.dncnn.DnCNN",
+    "unet": "lightning_modules.networks.unet.UNet",
+    "conv_autoencoder": "lightning_modules.networks.conv_autoencoder.ConvAutoencoder",
+}
+
+
+def build_denoiser_net(cfg: dict) -> torch.nn.Module:
+    """The network of a ``model.net`` node written with a short name instead of its ``_target_``."""
+    options = dict(cfg)
+    return build_module({"_target_": TARGETS[options.pop("name")], **options}, "model.net")
+
 
 SMALL_NETS = {
     "dncnn": {"depth": 4, "width": 8},
@@ -90,23 +103,28 @@ def test_unet_residual_zero_output_layer_is_identity() -> None:
     torch.testing.assert_close(net(x), x)
 
 
-def test_registry_accepts_dictconfig() -> None:
-    cfg = OmegaConf.create({"name": "conv_autoencoder", "channels": 1, "widths": [4, 4, 4]})
-    assert build_denoiser_net(cfg)(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+def test_node_accepts_dictconfig() -> None:
+    cfg = OmegaConf.create({"_target_": TARGETS["conv_autoencoder"], "channels": 1, "widths": [4, 4, 4]})
+    assert build_module(cfg, "model.net")(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
 
 
-def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(UserError, match=r"valid names: conv_autoencoder, dncnn, unet"):
-        build_denoiser_net({"name": "resnet"})
+def test_unknown_target_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"model\.net"):
+        build_module({"_target_": "lightning_modules.networks.resnet.ResNet9000"}, "model.net")
 
 
-def test_missing_name_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unknown network name None"):
-        build_denoiser_net({"channels": 1})
+def test_node_without_target_names_the_preset_group() -> None:
+    with pytest.raises(UserError, match=r"model/net=NAME \(conf/model/net/\)"):
+        build_module({"name": "dncnn", "channels": 1}, "model.net")
 
 
-def test_unknown_kwarg_lists_valid_kwargs() -> None:
-    with pytest.raises(UserError, match=r"unknown option\(s\) levels.*valid options: channels, depth, width"):
+def test_target_that_is_no_module_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"must build a torch\.nn\.Module, got dict"):
+        build_module({"_target_": "builtins.dict", "a": 1}, "model.net")
+
+
+def test_unknown_kwarg_names_it() -> None:
+    with pytest.raises(UserError, match="levels"):
         build_denoiser_net({"name": "dncnn", "levels": 3})
 
 

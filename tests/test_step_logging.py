@@ -95,7 +95,7 @@ def test_denoiser_logs_the_same_steps_and_values() -> None:
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(40, 1, 12, 12, generator=g)
     data = TensorDataset(clean + 0.1 * torch.randn(clean.shape, generator=g), clean)
-    net = {"name": "dncnn", "channels": 1, "depth": 3, "width": 4}
+    net = {"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 3, "width": 4}
     runs = []
     for cls in (DenoiserModule, DenoiserLoggingEveryStep):
         torch.manual_seed(0)

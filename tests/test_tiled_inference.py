@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from experiment_utils.errors import UserError
-from lightning_modules.networks.registry import build_denoiser_net
+from lightning_modules.networks.dncnn import DnCNN
 from lightning_modules.tiled_inference import denoise_tiled
 
 
@@ -48,7 +48,7 @@ def test_per_tile_offsets_are_cross_faded_without_seams() -> None:
 def test_conv_net_tiled_matches_whole_image_output() -> None:
     torch.manual_seed(0)
     # DnCNN with 4 layers of 3x3 convs: receptive-field radius 4 <= overlap // 4 = 8, so tiling is exact
-    net = build_denoiser_net({"name": "dncnn", "channels": 1, "depth": 4, "width": 8}).eval()
+    net = DnCNN(channels=1, depth=4, width=8).eval()
     torch.nn.init.normal_(net.last_conv.weight, std=0.1)
     image = torch.rand(1, 150, 170)
     with torch.no_grad():

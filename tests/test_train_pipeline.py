@@ -56,7 +56,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_its_config(trained: dict
     import torch
 
     ckpt = torch.load(trained["metrics"]["best_checkpoint"], map_location="cpu", weights_only=True)
-    assert ckpt["run_config"]["model"]["net"]["name"] == "dncnn"
+    assert ckpt["run_config"]["model"]["net"]["_target_"] == "lightning_modules.networks.dncnn.DnCNN"
     assert ckpt["run_config"]["data"]["noise"]["sigma"] == 25
     assert ckpt["hyper_parameters"]["net"]["depth"] == 5
 
@@ -88,7 +88,7 @@ def test_eval_reproduces_the_test_metric_from_the_checkpoint_alone(trained: dict
     train_test = trained["metrics"]["metrics"]
     assert evaluated["test/psnr"] == pytest.approx(train_test["test/psnr"], abs=1e-4)
     assert evaluated["test/psnr_noisy"] == pytest.approx(train_test["test/psnr_noisy"], abs=1e-4)
-    for name in ("noisy input", "baseline: tv", "baseline: nlm", "model: dncnn"):
+    for name in ("noisy input", "baseline: tv", "baseline: nlm", "model: DnCNN"):
         assert name in proc.stdout
     # the classical baselines denoise too (better than the noisy input)
     assert evaluated["baseline/tv/psnr"] > evaluated["test/psnr_noisy"]

@@ -400,7 +400,7 @@ def test_finetune_presets_carry_their_learning_rate_and_can_be_overridden() -> N
 
     assert optimizer("finetune=full")["lr"] == 1e-4  # full: the model's own (pretrained ViT) setting
     lora = optimizer("finetune=lora", "model.finetune.rank=4")
-    assert lora["lr"] == 5e-3 and lora["strategy"] == "LoRA" and lora["name"] == "adamw"
+    assert lora["lr"] == 5e-3 and lora["strategy"] == "LoRA" and lora["opt"] == "adamw"
     assert optimizer("finetune=lora", "model.optimizer.lr=2e-3")["lr"] == 2e-3  # the command line wins
     probe = optimizer("finetune=linear_probe")
     assert probe["lr"] == 1e-2 and probe["weight_decay"] == 0.0

@@ -1,4 +1,4 @@
-"""Denoising networks (conv autoencoder, DnCNN, UNet); build them by name with ``networks.registry``.
+"""Denoising networks (conv autoencoder, DnCNN, UNet), built from ``model.net`` nodes (conf/model/net/).
 
-Import-free on purpose: import ``lightning_modules.networks.registry`` (or a network module) when needed.
+Import-free on purpose: import a network module when needed.
 """

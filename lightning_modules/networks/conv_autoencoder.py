@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.networks._checks import check_channels
 from lightning_modules.networks._padding import crop_to, pad_to_multiple
 
 
@@ -25,6 +26,7 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, channels: int = 1, widths: Sequence[int] = (32, 32, 32)) -> None:
         super().__init__()
+        check_channels(channels)
         widths = [int(w) for w in widths]
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"widths must be 3 positive ints (one per encoder conv), got {widths}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_modules.networks._checks import check_channels
+
 
 class DnCNN(nn.Module):
     """DnCNN denoiser: conv-ReLU, (depth - 2) x conv-[BN]-ReLU, conv.
@@ -25,6 +27,7 @@ class DnCNN(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
+        check_channels(channels)
         if depth < 2:
             raise ValueError(f"depth must be >= 2 (first and last conv), got {depth}")
         if width < 1:

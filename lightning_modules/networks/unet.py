@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.networks._checks import check_channels
 from lightning_modules.networks._padding import crop_to, pad_to_multiple
 
 
@@ -37,6 +38,7 @@ class UNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
+        check_channels(channels)
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
         if base_width < 1:

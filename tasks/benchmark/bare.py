@@ -16,8 +16,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.denoiser import DenoiserModule
-from lightning_modules.optim import build_optimizer, param_groups_without_decay
+from lightning_modules.denoiser import DEFAULT_OPTIMIZER, DenoiserModule
+from lightning_modules.optim import build_optimizer
 from tasks.benchmark.plan import ModelCase
 from tasks.benchmark.timing import sync
 
@@ -29,17 +29,11 @@ def bare_parts(module: Any) -> tuple[torch.nn.Module, Callable[[Any, Any], torch
         net._compiled_call_impl = (
             None  # the bare loop runs eager (compile is measured in the fast-path table)
         )
-    optimizer = dict(module.hparams.get("optimizer") or {"name": "adam", "lr": 1e-3})
-    optimizer = {k: v for k, v in optimizer.items() if k in ("name", "lr", "weight_decay", "betas", "eps")}
+    optimizer = dict(module.hparams.get("optimizer") or DEFAULT_OPTIMIZER)  # the model.optimizer node
     if isinstance(module, DenoiserModule):
         return net, module.loss_fn, optimizer
     smoothing = float(module.hparams.get("label_smoothing", 0.0) or 0.0)
     return net, lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing), optimizer
-
-
-def param_groups(net: torch.nn.Module, opt_cfg: dict[str, Any]) -> list[dict]:
-    """The framework's parameter groups of ``net`` (no weight decay on norms and biases)."""
-    return param_groups_without_decay(net.named_parameters(), float(opt_cfg.get("weight_decay", 0.0)))
 
 
 def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
@@ -55,7 +49,7 @@ def bare_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
     device = trainer.strategy.root_device
     net, loss_fn, opt_cfg = bare_parts(trainer.lightning_module)
     net = net.to(device).train()
-    optimizer = build_optimizer(param_groups(net, opt_cfg), opt_cfg)
+    optimizer = build_optimizer(opt_cfg, net)
     precision = str(trainer.precision)
     autocast = _autocast(precision, device)
     scaler = torch.amp.GradScaler(device.type) if precision.startswith("16") else None

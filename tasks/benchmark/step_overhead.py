@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 
 from lightning_modules.optim import build_optimizer
-from tasks.benchmark.bare import bare_parts, param_groups
+from tasks.benchmark.bare import bare_parts
 from tasks.benchmark.plan import ModelCase
 from tasks.benchmark.timing import StepTimer
 
@@ -108,10 +108,10 @@ def _chunk_for(*runs: Sequence[Sequence[float]]) -> int:
 class PlainModule(pl.LightningModule):
     """The least a LightningModule can be: ``loss_fn(net(x), y)`` per step, one optimizer, nothing logged."""
 
-    def __init__(self, net: torch.nn.Module, loss_fn: Any, param_groups: list[dict], optimizer: dict) -> None:
+    def __init__(self, net: torch.nn.Module, loss_fn: Any, optimizer: dict) -> None:
         super().__init__()
         self.net, self.loss_fn = net, loss_fn
-        self._groups, self._optimizer = param_groups, optimizer
+        self._optimizer = optimizer  # the framework run's model.optimizer node
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Forward and loss of one (input, target) batch."""
@@ -120,14 +120,13 @@ class PlainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The framework run's optimizer (same kind, settings and parameter groups)."""
-        return build_optimizer(self._groups, self._optimizer)
+        return build_optimizer(self._optimizer, self.net)
 
 
 def lightning_alone_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
     """``case`` through Lightning alone: the framework run's network (a copy), loss, optimizer and data module
     in a ``PlainModule`` on a Trainer with no logger, callbacks, progress bar, checkpoints or validation."""
     net, loss_fn, opt_cfg = bare_parts(trainer.lightning_module)
-    groups = param_groups(net, opt_cfg)
     timer = StepTimer(case.warmup, case.steps)
     plain = pl.Trainer(
         accelerator=trainer.strategy.root_device.type,
@@ -143,7 +142,7 @@ def lightning_alone_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    plain.fit(PlainModule(net, loss_fn, groups, opt_cfg), datamodule=trainer.datamodule)
+    plain.fit(PlainModule(net, loss_fn, opt_cfg), datamodule=trainer.datamodule)
     return {
         "steps_per_s": timer.steps_per_s,
         "durations": timer.durations,
