@@ -140,7 +140,7 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
     if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
-        from deployment.exported_model import ExportedModel  # lazy: imports torch and onnxruntime
+        from deployment.exported_model import ExportedModel  # lazy: imports torch
 
         return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
     from lightning_modules.tta import transforms_of  # lazy: imports torch

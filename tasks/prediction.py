@@ -64,7 +64,7 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
     if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
-        from deployment.exported_model import ExportedModel  # lazy: imports torch and onnxruntime
+        from deployment.exported_model import ExportedModel  # lazy: imports torch
 
         model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
         return model, dict(model.preprocess or {}), list(model.class_names or [])
