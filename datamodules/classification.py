@@ -5,9 +5,13 @@ train/val/test either an in-memory uint8 array (N, H, W, C) or a list of image f
 Batches are ``(images, labels)``: normalised float32 (B, C, H, W) images and int64 labels, or during training
 with ``mixup`` soft (B, K) targets (timm's ``Mixup``, applied on the device after the batch transfer).
 
-The model tells the datamodule its backbone's data config (``set_model_data_config``, called by
-``ClassifierModule.setup``) before any dataloader is built, so resizing and normalisation follow the backbone
-(timm's pretrained config) unless ``mean``/``std`` are set.
+Data flows one way, from the data to the model: ``data_config()`` reports the classes and the preprocessing
+(image size, channels, mean, std, interpolation, crop_pct) as a plain dict, which ``ClassifierModule.setup``
+reads (and saves with its checkpoints); the datamodule never sees the model. Where the preprocessing follows
+the backbone (``image_size: backbone``; ``mean``/``std`` null), the datamodule looks up timm's pretrained
+config of the backbone *name* it is given (``backbone``, interpolated from ``model.backbone`` by the data
+configs) with ``timm.models.get_pretrained_cfg`` + ``timm.data.resolve_data_config``: the same values
+timm's ``resolve_model_data_config`` gives for the built model, without needing the model.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from timm.data import resolve_data_config
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import get_pretrained_cfg
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.classification_transforms import (
@@ -130,6 +137,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        backbone: str | None = None,
     ) -> None:
         super().__init__()
         mixup, mean, std = (to_plain(v) for v in (mixup, mean, std))
@@ -169,7 +177,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
         self.class_names: list[str] = []
         self.splits: dict[str, SplitData] = {}
-        self.model_data_config: dict[str, Any] | None = None
+        self.backbone = None if backbone is None else str(backbone)
+        self._backbone_cfg: dict[str, Any] | None = None
         self._mixup: Any = None
 
     # -------------------------------------------------------------------------------------------- config
@@ -186,9 +195,22 @@ class ClassificationDataModule(pl.LightningDataModule):
         if batch_size % 2:
             raise UserError(f"data.mixup needs an even data.batch_size, got {batch_size}")
 
-    def set_model_data_config(self, cfg: dict[str, Any]) -> None:
-        """Receive the backbone's timm data config (input_size, mean, std, interpolation, crop_pct)."""
-        self.model_data_config = dict(cfg)
+    def backbone_data_config(self, required: bool = True) -> dict[str, Any]:
+        """timm's data config of ``backbone`` (input_size, mean, std, interpolation, crop_pct).
+
+        {} without a backbone; a name timm has no pretrained config for is a UserError when ``required``
+        (the preprocessing depends on it), else {}."""
+        if self._backbone_cfg is None and self.backbone:
+            name = self.backbone
+            pretrained = None if name.startswith(("hf-hub:", "local-dir:")) else get_pretrained_cfg(name)
+            if pretrained is not None:
+                self._backbone_cfg = dict(resolve_data_config(pretrained_cfg=pretrained.to_dict()))
+            elif required:
+                raise UserError(
+                    f"data.backbone={name!r}: timm has no data config for it (an unknown or hub model name); "
+                    "set data.image_size to a number and data.mean/data.std explicitly"
+                )
+        return self._backbone_cfg or {}
 
     @property
     def num_classes(self) -> int:
@@ -211,22 +233,21 @@ class ClassificationDataModule(pl.LightningDataModule):
                 )
             return native
         if self.image_size == "backbone":
-            if self.model_data_config is None:
+            if not self.backbone:
                 raise UserError(
-                    "data.image_size=backbone needs the model's data config: use it with a ClassifierModule"
+                    "data.image_size=backbone needs data.backbone (a timm model name; the classification data "
+                    "configs take it from model.backbone): set it, or set data.image_size to a number"
                 )
-            height, width = self.model_data_config["input_size"][-2:]
+            height, width = self.backbone_data_config()["input_size"][-2:]
             return int(height), int(width)
         return int(self.image_size), int(self.image_size)
 
     def preprocess_config(self) -> dict[str, Any]:
         """What a new image goes through before the model (saved with the checkpoint for scripts/predict.py)."""
-        model_cfg = self.model_data_config or {}
+        model_cfg = self.backbone_data_config(required=self.mean is None or self.image_size == "backbone")
         if self.mean is not None:
             mean, std = self.mean, self.std
         else:
-            from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
             mean = model_cfg.get("mean", IMAGENET_DEFAULT_MEAN)
             std = model_cfg.get("std", IMAGENET_DEFAULT_STD)
         return {
@@ -260,17 +281,17 @@ class ClassificationDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits once and check them; then tell the model about the data (``bind_data``).
-
-        Lightning sets up the datamodule before the callbacks and the LightningModule, so a model that sizes
-        its head from the classes (``ClassifierModule.bind_data``) is complete before any callback sees it.
-        """
+        """Load the splits once and check them."""
         if not self.splits:
             self._load_and_check()
-        trainer = self.trainer
-        module = getattr(trainer, "lightning_module", None) if trainer is not None else None
-        if module is not None and callable(getattr(module, "bind_data", None)):
-            module.bind_data(self, str(getattr(stage, "value", stage)))
+
+    def data_config(self) -> dict[str, Any]:
+        """What a model trained on this data needs to know (after ``setup``), as plain data:
+        ``class_names`` and ``preprocess`` (``preprocess_config``: image_size, channels, mean, std,
+        interpolation, crop_pct). ``ClassifierModule.setup`` reads it; nothing flows back."""
+        if not self.splits:
+            self._load_and_check()
+        return {"class_names": list(self.class_names), "preprocess": self.preprocess_config()}
 
     def _load_and_check(self) -> None:
         splits = self._load_splits()

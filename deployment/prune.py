@@ -24,6 +24,7 @@ from experiment_utils.errors import UserError, first_line
 from experiment_utils.instantiation import instantiate_node
 from experiment_utils.run_checkpoint import build_module_from_checkpoint
 from lightning_modules.backbones import head_module_name
+from lightning_modules.finetuning import finetune_config
 
 
 def _convs(net: nn.Module) -> list[nn.Conv2d]:
@@ -79,7 +80,8 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     run_cfg = copy.deepcopy(source.run_cfg)
     OmegaConf.update(run_cfg, key, after, force_add=True)
     if source.kind == "classifier":
-        OmegaConf.update(run_cfg, "model.finetune", {"strategy": "full"}, force_add=True)  # LoRA is merged
+        # LoRA is merged: the pruned network trains in full (the node replaced, not merged with LoRA's options)
+        OmegaConf.update(run_cfg, "model.finetune", finetune_config(None), merge=False, force_add=True)
     pruned = instantiate_node(run_cfg.model, "model")
     target = pruned.net
     try:

@@ -13,7 +13,9 @@ class RunConfigInCheckpoint(pl.Callback):
     """Store the run's resolved config (plain Python types) in every checkpoint under ``run_config``.
 
     This lets ``scripts/eval.py`` and the inference scripts rebuild data and model from the checkpoint alone,
-    and keeps the checkpoint loadable with ``torch.load(weights_only=True)``.
+    and keeps the checkpoint loadable with ``torch.load(weights_only=True)``. This callback is the only writer
+    of that key: model config values a module learnt from the data (``config_from_data()``, e.g. the
+    classifier's classes and preprocessing) are merged into its ``model`` node here.
     """
 
     def __init__(self, run_config: dict[str, Any]) -> None:
@@ -22,8 +24,25 @@ class RunConfigInCheckpoint(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        """Add the config to the checkpoint being written."""
-        checkpoint[RUN_CONFIG_KEY] = self.run_config
+        """Add the config (with the model's ``config_from_data()``, when it has one) to the checkpoint."""
+        run_config = self.run_config
+        learnt = getattr(pl_module, "config_from_data", None)
+        if callable(learnt) and isinstance(run_config.get("model"), dict):
+            run_config = {**run_config, "model": {**run_config["model"], **learnt()}}
+        checkpoint[RUN_CONFIG_KEY] = run_config
+
+
+def build_module_from_data(pl_module: pl.LightningModule, stage: str) -> None:
+    """Let a module that builds its network from the data in ``setup`` do so now (idempotent).
+
+    Lightning sets up the datamodule, then the callbacks, then the LightningModule: a callback that changes or
+    checks the network in its own ``setup`` (channels-last, compile, distillation) calls this first, so that
+    it sees the final network (``ClassifierModule.build_from_data`` sizes the head from the data's classes).
+    Modules without ``build_from_data`` are complete at construction.
+    """
+    build = getattr(pl_module, "build_from_data", None)
+    if callable(build):
+        build(stage)
 
 
 def count_parameters(module: Any) -> dict[str, float]:

@@ -29,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from experiment_utils.callbacks import build_module_from_data
 from experiment_utils.distributed import LR_SCALING_RULES, lr_scale_factor
 from experiment_utils.errors import UserError
 from experiment_utils.instantiation import instantiate_node
@@ -128,6 +129,7 @@ class SpeedSwitches(pl.Callback):
         """Apply the switches once per run (also called for the test stage after fitting: no-op then)."""
         if self.resolved:
             return
+        build_module_from_data(pl_module, stage)  # the network the switches apply to must be the final one
         module = pl_module
         self.resolved = self.resolve(trainer.strategy.root_device, module)
         torch.backends.cudnn.benchmark = self.resolved["cudnn_benchmark"]

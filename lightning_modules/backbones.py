@@ -3,8 +3,9 @@
 * ``create_backbone`` builds a timm model without downloading anything (unknown names and options become
   one-line UserErrors with suggestions).
 * ``create_pretrained_backbone`` loads timm's pretrained weights: from the local Hugging Face / torch-hub cache
-  when they are there (no network needed), else from the hub after a quick connectivity check, so an offline
-  machine gets a clear UserError within seconds instead of timm's minute of retries.
+  when they are there (no network needed), else from the hub. In Hugging Face's offline mode
+  (``HF_HUB_OFFLINE=1``) missing weights are a one-line UserError at once; a failed download (huggingface_hub's
+  ``LocalEntryNotFoundError`` after its retries, or any other error) is one too.
 * ``read_weights_file`` + ``load_backbone_weights`` load a local file: a timm/torch state dict (``.pth``,
   ``.pt``, ``.bin``, ``.safetensors``, also nested under ``state_dict``/``model``) or a checkpoint written by
   this project's ``scripts/train.py`` (LoRA adapters merged). A head of another size is re-initialised.
@@ -17,8 +18,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import socket
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,24 @@ from urllib.parse import urlparse
 
 import timm
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
+from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from torch import nn
 
-from experiment_utils.errors import UserError
+from experiment_utils.errors import UserError, first_line
+from experiment_utils.run_checkpoint import build_module_from_checkpoint, model_kind
 
 log = logging.getLogger(__name__)
 
-HUB_CHECK_TIMEOUT_S = 3.0
-"""Seconds the connectivity check waits for the weights server before declaring the machine offline."""
-DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_TRUE = {"1", "true", "yes", "on"}
+PRETRAINED_REMEDY = (
+    "run once online to cache them (HF_HUB_OFFLINE=0), or start from a local file with "
+    "model.checkpoint_path=FILE, or train from scratch with model.pretrained=false"
+)
 
 
 # ------------------------------------------------------------------------------------------ small CNN
@@ -184,21 +188,13 @@ def create_backbone(
         ) from None
 
 
-def hub_offline() -> bool:
-    """True when the user asked Hugging Face libraries to stay offline (``HF_HUB_OFFLINE=1``)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
 def _pretrained_cfg(name: str) -> Any:
-    from timm.models import get_pretrained_cfg
-
     if name.startswith(("hf-hub:", "local-dir:")):
         return None
     try:
-        cfg = get_pretrained_cfg(name)
+        return get_pretrained_cfg(name)
     except RuntimeError:
-        cfg = None
-    return cfg
+        return None
 
 
 def cached_weights_file(pretrained_cfg: Any) -> Path | None:
@@ -207,8 +203,6 @@ def cached_weights_file(pretrained_cfg: Any) -> Path | None:
         return None
     hub_id = getattr(pretrained_cfg, "hf_hub_id", None)
     if hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
         filename = getattr(pretrained_cfg, "hf_hub_filename", None)
         for fname in [filename] if filename else ["model.safetensors", "pytorch_model.bin"]:
             found = try_to_load_from_cache(repo_id=hub_id, filename=fname)
@@ -222,42 +216,12 @@ def cached_weights_file(pretrained_cfg: Any) -> Path | None:
     return None
 
 
-def unreachable_reason(url: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str | None:
-    """None when a TCP connection to ``url``'s host (or the HTTPS proxy) opens within ``timeout`` seconds.
-
-    Otherwise a short reason. Runs in a thread so that a slow DNS lookup cannot block for longer.
-    """
-    parsed = urlparse(url)
-    proxy = (
-        os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") if parsed.scheme == "https" else None
-    )
-    proxy = proxy or os.environ.get("HTTP_PROXY") or os.environ.get("http_proxy") or None
-    target = urlparse(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else parsed
-    host = target.hostname or ""
-    port = target.port or (443 if target.scheme == "https" else 80)
-    result: dict[str, Any] = {}
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result["ok"] = True
-        except OSError as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if result.get("ok"):
-        return None
-    error = result.get("error")
-    return f"{host}:{port} {error}" if error else f"{host}:{port} did not answer within {timeout:.0f} s"
-
-
 def create_pretrained_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, pretrained=True, **kwargs)`` that fails fast and clearly without network.
+    """``timm.create_model(name, pretrained=True, **kwargs)`` that fails with one clear line without weights.
 
-    Cached weights are used without touching the network. Otherwise, with ``HF_HUB_OFFLINE=1`` or when the
-    weights server does not answer within ``HUB_CHECK_TIMEOUT_S``, a UserError says how to proceed.
+    Cached weights are used without touching the network. Otherwise, in Hugging Face's offline mode
+    (``HF_HUB_OFFLINE=1``) a UserError comes at once; online, timm downloads them, and a failed download
+    (huggingface_hub retries an unreachable hub for about 45 s first) is a UserError saying how to proceed.
     """
     cfg = _pretrained_cfg(name)
     if cfg is not None and not (cfg.hf_hub_id or cfg.url or cfg.file):
@@ -271,27 +235,22 @@ def create_pretrained_backbone(name: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}, **kwargs
         )
-    remedy = (
-        "run once with network access to cache them, or pass a local weights file with "
-        "model.checkpoint_path=FILE and model.pretrained=false"
-    )
-    if hub_offline():
+    if is_offline_mode():
         raise UserError(
-            f"model.pretrained=true: timm's weights for {name!r} are not cached and HF_HUB_OFFLINE=1; {remedy}"
-        )
-    url = os.environ.get("HF_ENDPOINT", DEFAULT_HF_ENDPOINT) if (cfg is None or cfg.hf_hub_id) else cfg.url
-    reason = unreachable_reason(url)
-    if reason is not None:
-        raise UserError(
-            f"model.pretrained=true: timm's weights for {name!r} are not cached and {url} cannot be reached "
-            f"({reason}); {remedy}"
+            f"model.pretrained=true: timm's weights for {name!r} are not cached and HF_HUB_OFFLINE=1; "
+            f"{PRETRAINED_REMEDY}"
         )
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as exc:  # network, HTTP and file errors come in many types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise UserError(
-            f"downloading timm's pretrained weights for {name!r} failed ({first}); {remedy}"
+            f"model.pretrained=true: timm's weights for {name!r} are not cached and the Hugging Face hub cannot "
+            f"be reached ({first_line(exc, 120)}); {PRETRAINED_REMEDY}"
+        ) from None
+    except Exception as exc:  # network, HTTP and file errors come in many types
+        raise UserError(
+            f"downloading timm's pretrained weights for {name!r} failed ({first_line(exc, 200)}); "
+            f"{PRETRAINED_REMEDY}"
         ) from None
 
 
@@ -349,14 +308,11 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         )
     try:
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             data: Any = load_file(str(file), device="cpu")
         else:
             data = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read weights file {file}: {first}") from None
+        raise UserError(f"cannot read weights file {file}: {first_line(exc, 160)}") from None
     if isinstance(data, dict) and "state_dict" in data and "run_config" in data:
         return _project_checkpoint_weights(data, file)
     if isinstance(data, dict):
@@ -373,10 +329,6 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def _project_checkpoint_weights(checkpoint: dict[str, Any], file: Path) -> dict[str, torch.Tensor]:
     """The timm model weights (LoRA merged) of a classifier checkpoint written by scripts/train.py."""
-    from omegaconf import OmegaConf
-
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, model_kind
-
     run_cfg = OmegaConf.create(checkpoint["run_config"])
     kind = model_kind(run_cfg)
     if kind != "classifier":

@@ -1,15 +1,13 @@
 """LightningModule that fine-tunes (or trains from scratch) any timm model as an image classifier.
 
-The backbone is built from config at construction; the head gets its size from the data: when
-``num_classes`` is not given it is created in ``setup()`` from the datamodule's ``class_names``, and the class
-names then travel with every checkpoint (hyper-parameters, and the run config that ``scripts/eval.py`` and
-``scripts/predict.py`` rebuild the model from). Pretrained (timm hub) or local-file weights are loaded when
-fitting starts, never when a checkpoint is re-opened, so evaluation and prediction need no network.
+The network is built by ``classifier_net.ClassifierNet``: shape-only at construction when the classes are not
+given, then in ``setup()`` from the datamodule's ``data_config()`` (classes, preprocessing), which travel with
+every checkpoint (``config_from_data``). Pretrained or file weights are loaded when fitting starts, never when
+a checkpoint is re-opened. Loss, metrics and test-time figures: ``classifier_scoring``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from typing import Any
@@ -19,45 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from experiment_utils.errors import UserError
 from experiment_utils.plain_config import to_plain
-from lightning_modules.backbones import (
-    create_backbone,
-    head_module_name,
-    load_backbone_weights,
-    read_weights_file,
-)
-from lightning_modules.backbones import reset_head as reset_backbone_head
+from lightning_modules import classifier_scoring as scoring
+from lightning_modules.classifier_net import ClassifierNet, base_model, check_classes, classes_for_data
 from lightning_modules.error_gallery import ConfidentErrors
-from lightning_modules.finetuning import (
-    apply_finetuning,
-    check_finetune,
-    modules_kept_in_eval,
-    save_lora_adapter,
-    strip_lora_name,
-)
+from lightning_modules.finetuning import build_strategy, finetune_config, save_lora_adapter, strip_lora_name
 from lightning_modules.optim import build_optimizer, build_scheduler, param_groups_without_decay
 from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean
 
-log = logging.getLogger(__name__)
-
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
-RUN_CONFIG_KEY = "run_config"
-
-
-def _split_metrics(num_classes: int) -> MetricCollection:
-    """top-1 (``acc``), ``top5`` (5+ classes), macro F1 and per-class accuracy for one split."""
-    metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "acc_class": MulticlassAccuracy(num_classes, average="none"),
-    }
-    if num_classes >= 5:
-        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
 
 
 class ClassifierModule(pl.LightningModule):
@@ -102,23 +74,17 @@ class ClassifierModule(pl.LightningModule):
             to_plain(v) for v in (finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess)
         )
         optimizer = dict(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER)
-        finetune = check_finetune(finetune)
+        finetune = finetune_config(finetune)
+        strategy = build_strategy(finetune)
         self._check_options(optimizer, scheduler, head_lr, layer_decay, label_smoothing)
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if num_classes is not None and int(num_classes) != len(class_names):
-                raise UserError(
-                    f"model.num_classes={num_classes} but {len(class_names)} class_names were given"
-                )
-            num_classes = len(class_names)
-        if num_classes is not None and int(num_classes) < 2:
-            raise UserError(f"model.num_classes must be >= 2 (or null = from the data), got {num_classes}")
+        class_names = None if class_names is None else [str(c) for c in class_names]
+        num_classes = check_classes(num_classes, class_names)
         self.save_hyperparameters(
             {
                 "backbone": str(backbone),
                 "pretrained": bool(pretrained),
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
-                "num_classes": None if num_classes is None else int(num_classes),
+                "num_classes": num_classes,
                 "class_names": class_names,
                 "in_chans": int(in_chans),
                 "drop_rate": float(drop_rate),
@@ -135,22 +101,33 @@ class ClassifierModule(pl.LightningModule):
                 "preprocess": preprocess,
             }
         )
-        self.num_classes: int | None = self.hparams["num_classes"]
+        hp = self.hparams
+        self.num_classes: int | None = hp["num_classes"]
         self.class_names: list[str] | None = class_names
         self.preprocess: dict | None = preprocess
-        self.strategy: str = finetune["strategy"]
+        self.strategy: str = strategy.name
+        self._finetune = strategy
+        self._builder = ClassifierNet(
+            hp["backbone"],
+            strategy,
+            pretrained=hp["pretrained"],
+            checkpoint_path=hp["checkpoint_path"],
+            in_chans=hp["in_chans"],
+            drop_rate=hp["drop_rate"],
+            drop_path_rate=hp["drop_path_rate"],
+            timm_kwargs=hp["timm_kwargs"],
+        )
         self._eval_module_names: list[str] = []
         self._weights_loaded = False
         self._built = False
         self._head_name = ""
-        # The architecture is created now (fails fast on a wrong name or option). Without a class count it is a
-        # headless shape-only model on the meta device (free to build); the real one is built in bind_data().
         self._bound_stage = ""
+        # The architecture is created now (fails fast on a wrong name or option). Without a class count it is a
+        # headless shape-only model on the meta device (free to build); the real one is built in setup().
         if self.num_classes:
-            self._finish_build(self._create_net(self.num_classes, pretrained=False))
+            self._use_net(self._builder.build(self.num_classes))
         else:
-            with torch.device("meta"):
-                self.net = self._create_net(0, pretrained=False)
+            self.net = self._builder.shape_only()
         self.val_acc_best = MaxMetric()
         self.train_loss = epoch_mean()  # train/loss_epoch, accumulated on the device (step_logging.py)
         # Losses as torchmetrics means: exact under DDP even when processes score different numbers of images
@@ -179,113 +156,67 @@ class ClassifierModule(pl.LightningModule):
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
 
-    def _create_net(self, num_classes: int, pretrained: bool) -> nn.Module:
-        hp = self.hparams
-        return create_backbone(
-            hp["backbone"],
-            num_classes=num_classes,
-            in_chans=hp["in_chans"],
-            drop_rate=hp["drop_rate"],
-            drop_path_rate=hp["drop_path_rate"],
-            pretrained=pretrained,
-            timm_kwargs=hp["timm_kwargs"],
-        )
-
-    def _finish_build(self, net: nn.Module) -> None:
-        """Give ``net`` its head of ``num_classes``, apply the fine-tuning strategy, create the metrics."""
+    def _use_net(self, net: nn.Module) -> None:
+        """Make ``net`` (head sized, strategy applied) the module's network and create the metrics."""
         assert self.num_classes is not None
-        if getattr(net, "num_classes", self.num_classes) != self.num_classes:
-            reset_backbone_head(net, self.num_classes)
-        self._head_name = head_module_name(net)
-        self.net = apply_finetuning(net, self.hparams["finetune"])
-        self._eval_module_names = modules_kept_in_eval(self.net, self.strategy)
+        self.net = net
+        self._head_name = ClassifierNet.head_name(net)
+        self._eval_module_names = self._finetune.eval_modules(net)
         # validate_args=False: the label range checks read values back from the device on every step
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
-        self.val_metrics = _split_metrics(self.num_classes)
-        self.test_metrics = _split_metrics(self.num_classes)
+        self.val_metrics = scoring.split_metrics(self.num_classes)
+        self.test_metrics = scoring.split_metrics(self.num_classes)
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
         self._built = True
 
-    def _load_weights_and_build(self) -> None:
-        """Fresh network with pretrained (timm) and/or local-file weights, then head and strategy."""
-        hp = self.hparams
-        assert self.num_classes is not None
-        net = self._create_net(self.num_classes, pretrained=hp["pretrained"])
-        if hp["pretrained"]:
-            log.info("backbone %s: timm's pretrained weights loaded", hp["backbone"])
-        if hp["checkpoint_path"]:
-            summary = load_backbone_weights(
-                net, read_weights_file(hp["checkpoint_path"]), hp["checkpoint_path"]
-            )
-            log.info("backbone %s: %s", hp["backbone"], summary)
-            if self.global_rank == 0:
-                print(f"weights: {summary}")
-        self._finish_build(net)
-        self._weights_loaded = True
-
     def backbone_model(self) -> nn.Module:
         """The timm model inside ``net`` (for LoRA: the base model that carries the adapters)."""
-        return self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
+        return base_model(self.net)
 
-    def backbone_data_config(self) -> dict[str, Any]:
-        """timm's data config of the backbone: input_size, mean, std, interpolation, crop_pct."""
-        from timm.data import resolve_model_data_config
+    def setup(self, stage: str) -> None:
+        """Read the data config of the trainer's datamodule and build the final network (``build_from_data``)."""
+        self.build_from_data(stage)
 
-        cfg = resolve_model_data_config(self.backbone_model())
-        return {
-            "input_size": [int(v) for v in cfg["input_size"]],
-            "mean": [float(v) for v in cfg["mean"]],
-            "std": [float(v) for v in cfg["std"]],
-            "interpolation": str(cfg.get("interpolation", "bilinear")),
-            "crop_pct": float(cfg.get("crop_pct", 1.0)),
-        }
+    def build_from_data(self, stage: str) -> None:
+        """Size the head from the datamodule's classes, load the initial weights (fit only), keep its preprocessing.
 
-    def bind_data(self, datamodule: Any, stage: str) -> None:
-        """Size the head from the data's classes, load the initial weights (fit only), share preprocessing.
-
-        Classification datamodules call this at the end of their own ``setup`` (Lightning sets up the data
-        before the callbacks and the module), so callbacks that act in ``setup`` (channels-last, compile) see
-        the final network. ``setup`` calls it too, for datamodules that do not. Idempotent per stage.
+        The data flows one way: the module reads ``self.trainer.datamodule.data_config()``; the datamodule
+        knows nothing of the model. Idempotent per stage and datamodule: Lightning sets up callbacks before
+        the module, so callbacks that need the final network in their own ``setup`` (channels-last, compile,
+        distillation) call it first (``experiment_utils.callbacks.build_module_from_data``).
         """
         stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         key = f"{id(datamodule)}:{stage}"
         if self._bound_stage == key:
             return
-        if any(p.is_meta for p in self.net.parameters()):
-            # storage without initialisation, so that the module can still be moved if building fails below
+        if not self._built:  # storage without initialisation, so the module can still move if building fails
             self.net = self.net.to_empty(device="cpu")
-        names = list(getattr(datamodule, "class_names", None) or [])
-        if names:
-            if self.class_names is not None and self.class_names != names:
-                raise UserError(
-                    f"the model was built for classes {self.class_names[:5]}... but the data has {names[:5]}...; "
-                    "use data with the same classes (or fine-tune from it with model.checkpoint_path=...)"
-                )
-            self.class_names, self.num_classes = names, len(names)
-        elif not self.num_classes:
-            raise UserError(
-                "the number of classes is unknown: use a classification datamodule or set model.num_classes"
-            )
-        if self.class_names is None:
-            self.class_names = [str(i) for i in range(self.num_classes)]
+        report = getattr(datamodule, "data_config", None)
+        data = report() if callable(report) else {}
+        names = [str(n) for n in data.get("class_names") or []]
+        self.class_names = classes_for_data(self.class_names, self.num_classes, names)
+        self.num_classes = len(self.class_names)
         self.hparams["num_classes"], self.hparams["class_names"] = self.num_classes, list(self.class_names)
-        hp = self.hparams
-        wants_weights = (
-            stage == "fit" and not self._weights_loaded and (hp["pretrained"] or hp["checkpoint_path"])
-        )
-        if wants_weights:
-            self._load_weights_and_build()
+        if stage == "fit" and not self._weights_loaded and self._builder.wants_initial_weights:
+            self._use_net(self._builder.build(self.num_classes, True, verbose=self.global_rank == 0))
+            self._weights_loaded = True
         elif not self._built:
-            self._finish_build(self._create_net(self.num_classes, pretrained=False))
-        if datamodule is not None and hasattr(datamodule, "set_model_data_config"):
-            datamodule.set_model_data_config(self.backbone_data_config())
-            self.preprocess = datamodule.preprocess_config()
-            self.hparams["preprocess"] = self.preprocess
+            self._use_net(self._builder.build(self.num_classes))
+        if data.get("preprocess"):
+            self.preprocess = self.hparams["preprocess"] = dict(data["preprocess"])
         self._bound_stage = key
 
-    def setup(self, stage: str) -> None:
-        """Bind to the trainer's datamodule, unless the datamodule already did (see ``bind_data``)."""
-        self.bind_data(getattr(self.trainer, "datamodule", None), stage)
+    def config_from_data(self) -> dict[str, Any]:
+        """The ``model.*`` config values learnt from the data in ``setup`` (classes, preprocessing).
+
+        ``experiment_utils.callbacks.RunConfigInCheckpoint`` (the only writer of the checkpoint's run config)
+        merges them into its ``model`` node, so the checkpoint rebuilds this very model."""
+        return {
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names or []),
+            "preprocess": self.preprocess,
+        }
 
     # ------------------------------------------------------------------------------------------ train mode
     def train(self, mode: bool = True) -> ClassifierModule:
@@ -311,19 +242,11 @@ class ClassifierModule(pl.LightningModule):
             )
         return self.net(x)
 
-    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        smoothing = self.hparams["label_smoothing"]
-        if target.ndim == 2:  # soft targets from mixup/cutmix
-            if smoothing > 0:
-                target = target * (1.0 - smoothing) + smoothing / target.shape[1]
-            return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step; logs ``train/loss`` and ``train/acc`` (against the dominant mixed label)."""
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y)
+        loss = scoring.classification_loss(logits, y, self.hparams["label_smoothing"])
         for term in self.loss_terms:  # e.g. knowledge distillation (lightning_modules/distillation.py)
             loss = term(self, x, logits, loss)
         hard = y if y.ndim == 1 else y.argmax(dim=1)
@@ -359,9 +282,8 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's metrics (synchronised across processes by torchmetrics) and ``val/acc_best``."""
-        acc = self._log_split(
-            "val", self.val_metrics, per_class=self.num_classes <= self.hparams["per_class_max"]
-        )
+        per_class = self.num_classes <= self.hparams["per_class_max"]
+        acc = scoring.log_split(self, "val", self.val_metrics, list(self.class_names or []), per_class)
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(acc)
             self.log("val/acc_best", self.val_acc_best.compute())
@@ -386,50 +308,16 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics (per-class accuracy for every class), the confusion matrix and misclassified images."""
-        self._log_split("test", self.test_metrics, per_class=True)
+        names = list(self.class_names or [])
+        scoring.log_split(self, "test", self.test_metrics, names, per_class=True)
         matrix = self.test_confusion.compute().cpu().numpy()
         self.test_confusion.reset()
-        if self.global_rank != 0 or self._trainer is None or not self.trainer.loggers:
-            return
-        from experiment_utils.image_logging import log_image_panels
-        from experiment_utils.wandb_tables import log_confusion_plot
-        from lightning_modules.classification_plots import confusion_matrix_image, image_grid
-
-        names = list(self.class_names or [])
-        log_image_panels(
-            self.trainer,
-            "test/confusion_matrix",
-            [confusion_matrix_image(matrix, names)],
-            ["rows: true, columns: predicted"],
-        )
-        log_confusion_plot(self.trainer, matrix, names)  # W&B's interactive matrix beside the PNG
-        errors = self._misclassified.select()
-        if errors:
-            images = [self._denormalize(s[0]) for s in errors]
-            titles = [f"{names[t]} → {names[p]} ({c:.2f})" for _, t, p, c in errors]
-            caption = f"{len(images)} most confident misclassified test images, spread over the true classes"
-            log_image_panels(self.trainer, "test/misclassified", [image_grid(images, titles)], [caption])
-
-    def _log_split(self, split: str, metrics: MetricCollection, per_class: bool) -> Tensor:
-        values = metrics.compute()
-        metrics.reset()
-        per_class_acc = values.pop("acc_class")
-        acc = values.pop("acc")
-        logged = {f"{split}/{k}": v for k, v in values.items()}
-        if per_class:
-            for name, value in zip(self.class_names or [], per_class_acc, strict=False):
-                logged[f"{split}/acc_class/{name}"] = value
-        self.log_dict(logged, on_epoch=True)
-        self.log(f"{split}/acc", acc, on_epoch=True, prog_bar=split == "val")
-        return acc
+        if self.global_rank == 0 and self._trainer is not None and self.trainer.loggers:
+            scoring.log_test_figures(self.trainer, matrix, names, self._misclassified, self.preprocess)
 
     def _denormalize(self, image: Tensor) -> np.ndarray:
         """A normalised (C, H, W) image back to an H x W x C float array in [0, 1]."""
-        pre = self.preprocess or {}
-        channels = image.shape[0]
-        mean = torch.tensor(pre.get("mean", [0.0] * channels), dtype=image.dtype).view(-1, 1, 1)
-        std = torch.tensor(pre.get("std", [1.0] * channels), dtype=image.dtype).view(-1, 1, 1)
-        return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        return scoring.denormalize(image, self.preprocess)
 
     # --------------------------------------------------------------------------------------------- predict
     @torch.no_grad()
@@ -458,18 +346,6 @@ class ClassifierModule(pl.LightningModule):
         return str(save_lora_adapter(self.net, folder, overwrite=overwrite))
 
     # -------------------------------------------------------------------------------------------- checkpoint
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the classes and preprocessing in the checkpoint's run config, so it rebuilds the same model."""
-        extra = {
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names or []),
-            "preprocess": self.preprocess,
-        }
-        checkpoint.setdefault("hyper_parameters", {}).update(extra)
-        run_config = checkpoint.get(RUN_CONFIG_KEY)
-        if isinstance(run_config, dict) and isinstance(run_config.get("model"), dict):
-            checkpoint[RUN_CONFIG_KEY] = {**run_config, "model": {**run_config["model"], **extra}}
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Weights come from the checkpoint: do not load pretrained ones over them."""
         self._weights_loaded = True

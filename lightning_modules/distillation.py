@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from experiment_utils.callbacks import build_module_from_data
 from experiment_utils.errors import UserError
+from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -69,8 +71,7 @@ class Distillation(pl.Callback):
             return
         if not hasattr(pl_module, "loss_terms"):
             raise UserError(f"distill.teacher works with classifiers, not {type(pl_module).__name__}")
-        from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
-
+        build_module_from_data(pl_module, stage)  # the student reads its classes from the data first
         checkpoint, run_cfg = load_run_checkpoint(self.teacher_path, expected_kind="classifier")
         teacher = build_module_from_checkpoint(checkpoint, run_cfg)
         if list(teacher.class_names or []) != list(pl_module.class_names or []):

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
+from experiment_utils.callbacks import build_module_from_data
 from experiment_utils.errors import UserError
 
 WEIGHTS_KEY = "weights"
@@ -74,6 +75,11 @@ class EMA(WeightAveraging):
         self.start_step = int(start_step)
         self.every_n_steps = int(every_n_steps)
         super().__init__(device=device, use_buffers=True, multi_avg_fn=self._average)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Copy the final network: a classifier sizes its head from the data first (``build_module_from_data``)."""
+        build_module_from_data(pl_module, stage)
+        super().setup(trainer, pl_module, stage)
 
     def _average(self, ema: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
         """``ema <- d * ema + (1 - d) * current`` for one device/dtype group (integer buffers are copied)."""

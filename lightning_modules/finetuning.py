@@ -1,24 +1,28 @@
 """Fine-tuning strategies for timm classifiers: which parameters train, LoRA adapters through HF peft.
 
-Strategies (config group ``finetune/``, node ``model.finetune``):
+A strategy is a small class behind one interface (``FinetuneStrategy``): ``apply(model)`` sets which
+parameters of a timm model train and returns the network to train, ``eval_modules(net)`` names the
+sub-modules held in eval mode while training. Config group ``finetune/`` (node ``model.finetune``) picks
+one by ``_target_``; a strategy of your own is one subclass plus one YAML file with its ``_target_``.
 
-* ``full``: every parameter trains.
-* ``linear_probe``: only the head trains; the whole backbone stays in eval mode (batch-norm statistics,
+* ``Full``: every parameter trains.
+* ``LinearProbe``: only the head trains; the whole backbone stays in eval mode (batch-norm statistics,
   dropout and drop-path frozen too), so its tensors stay bit-identical.
-* ``partial``: the head and the last ``blocks`` blocks/stages train (timm's coarse ``group_matcher``
+* ``Partial``: the head and the last ``blocks`` blocks/stages train (timm's coarse ``group_matcher``
   groups, e.g. ViT blocks or ResNet stages; the final norm counts with the last block).
-* ``lora``: low-rank adapters (rank, alpha, dropout) on the backbone's linear/conv layers through HF peft;
+* ``LoRA``: low-rank adapters (rank, alpha, dropout) on the backbone's linear/conv layers through HF peft;
   the head trains in full. Target modules per backbone family (timm ViT ``qkv``/``proj``/``fc1``/``fc2``;
   ResNet ``layerN.M.convK``; other conv nets every non-grouped conv and linear outside stem and head),
   overridable with ``target_modules`` (a list of module-name suffixes, or one regex matched in full).
-* ``bitfit``: only biases and the head train.
+* ``BitFit``: only biases and the head train.
 
-In every strategy but ``full``, batch-norm layers whose weight is frozen keep their running statistics
+In every strategy but ``Full``, batch-norm layers whose weight is frozen keep their running statistics
 (they are held in eval mode during training), so that everything that does not train stays unchanged.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -27,21 +31,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
+from peft import LoraConfig, get_peft_model
+from timm.models import group_parameters
 from torch import nn
 
 from experiment_utils.errors import UserError
 from lightning_modules.backbones import head_module_name
 
 log = logging.getLogger(__name__)
-
-STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "linear_probe": {},
-    "partial": {"blocks": 1},
-    "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": None},
-    "bitfit": {},
-}
-"""Each strategy with its options and their defaults."""
 
 VIT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 """LoRA targets of timm ViTs (and other models with the same block layout)."""
@@ -50,51 +48,207 @@ RESNET_TARGETS = r"layer\d+\.\d+\.conv\d+"
 LORA_PREFIX = "base_model.model."
 
 
-def check_finetune(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate a ``model.finetune`` config and return it as a plain dict with every default filled in."""
-    cfg = dict(cfg) if cfg else {"strategy": "full"}
-    strategy = cfg.pop("strategy", "full")
-    if strategy not in STRATEGY_OPTIONS:
-        raise UserError(f"unknown finetune strategy {strategy!r}: use finetune={'|'.join(STRATEGY_OPTIONS)}")
-    allowed = STRATEGY_OPTIONS[strategy]
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        valid = ", ".join(allowed) or "none"
-        raise UserError(
-            f"model.finetune.{unknown[0]} is not an option of finetune={strategy} (its options: {valid})"
-        )
-    out: dict[str, Any] = {"strategy": strategy, **allowed, **cfg}
-    if strategy == "partial" and (
-        not isinstance(out["blocks"], int) or isinstance(out["blocks"], bool) or out["blocks"] < 1
-    ):
-        raise UserError(f"model.finetune.blocks must be an integer >= 1, got {out['blocks']!r}")
-    if strategy == "lora":
-        rank = out["rank"]
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-            raise UserError(f"model.finetune.rank (LoRA rank) must be an integer >= 1, got {rank!r}")
-        out["alpha"] = float(out["alpha"])
-        if out["alpha"] <= 0:
-            raise UserError(f"model.finetune.alpha must be > 0, got {out['alpha']}")
-        out["dropout"] = float(out["dropout"])
-        if not 0.0 <= out["dropout"] < 1.0:
-            raise UserError(f"model.finetune.dropout must be in [0, 1), got {out['dropout']}")
-        targets = out["target_modules"]
-        if targets is not None and not isinstance(targets, str):
+def _in_module(name: str, module: str) -> bool:
+    """True when the parameter/module ``name`` lies in the module ``module`` (or is it)."""
+    return name == module or name.startswith(module + ".")
+
+
+def _check_int(key: str, value: Any, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UserError(f"model.finetune.{key} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def frozen_batch_norms(net: nn.Module) -> list[str]:
+    """Names of the batch-norm layers of ``net`` whose weight does not train (their statistics must not move)."""
+    names = []
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            weight = getattr(module, "weight", None)
+            if weight is None or not weight.requires_grad:
+                names.append(name)
+    return names
+
+
+def train_only(model: nn.Module, trainable: set[str]) -> nn.Module:
+    """Let the parameters named in ``trainable`` train and freeze every other one; returns ``model``."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    return model
+
+
+class FinetuneStrategy:
+    """One fine-tuning strategy: which parameters of a timm model (with its final head) train.
+
+    Subclasses implement ``apply``; ``eval_modules`` defaults to the frozen batch norms. Constructor
+    arguments are the strategy's options (``model.finetune.*``); bad values raise ``UserError``.
+    """
+
+    name = "custom"
+    """Short name shown in messages (``finetune=<name>``)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Set ``requires_grad`` on ``model``'s parameters; return the network to train (``model`` or a wrapper)."""
+        raise NotImplementedError
+
+    def eval_modules(self, net: nn.Module) -> list[str]:
+        """Names of the sub-modules of ``net`` (as ``apply`` returned it) held in eval mode while training."""
+        return frozen_batch_norms(net)
+
+
+class Full(FinetuneStrategy):
+    """Every parameter trains (the usual fine-tune, or training from scratch)."""
+
+    name = "full"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Unfreeze everything."""
+        return train_only(model, {n for n, _ in model.named_parameters()})
+
+    def eval_modules(self, net: nn.Module) -> list[str]:
+        """Nothing stays in eval mode."""
+        return []
+
+
+class LinearProbe(FinetuneStrategy):
+    """Only the head trains; the whole backbone stays in eval mode."""
+
+    name = "linear_probe"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Freeze everything but the head."""
+        head = head_module_name(model)
+        return train_only(model, {n for n, _ in model.named_parameters() if _in_module(n, head)})
+
+    def eval_modules(self, net: nn.Module) -> list[str]:
+        """Everything but the head and its ancestors."""
+        head = head_module_name(net)
+        ancestors = {head.rsplit(".", i)[0] for i in range(1, head.count(".") + 1)} | {""}
+        return [n for n, _ in net.named_modules() if n not in ancestors and not _in_module(n, head)]
+
+
+class Partial(FinetuneStrategy):
+    """The head and the last ``blocks`` coarse parameter groups (timm ``group_matcher``) train."""
+
+    name = "partial"
+
+    def __init__(self, blocks: int = 1) -> None:
+        self.blocks = _check_int("blocks", blocks, 1)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Freeze everything but the head and the last ``blocks`` groups."""
+        return train_only(model, partial_trainable_params(model, self.blocks, head_module_name(model)))
+
+
+class BitFit(FinetuneStrategy):
+    """Only the biases and the head train."""
+
+    name = "bitfit"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Freeze everything but biases and the head."""
+        head = head_module_name(model)
+        names = {n for n, _ in model.named_parameters() if n.endswith(".bias") or _in_module(n, head)}
+        return train_only(model, names)
+
+
+class LoRA(FinetuneStrategy):
+    """Low-rank adapters (HF peft) on the backbone's Linear/Conv2d layers; the head trains in full."""
+
+    name = "lora"
+
+    def __init__(
+        self,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        target_modules: str | list[str] | None = None,
+    ) -> None:
+        self.rank = _check_int("rank", rank, 1)
+        self.alpha = float(alpha)
+        if self.alpha <= 0:
+            raise UserError(f"model.finetune.alpha must be > 0, got {self.alpha}")
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"model.finetune.dropout must be in [0, 1), got {self.dropout}")
+        if target_modules is not None and not isinstance(target_modules, str):
             if (
-                not isinstance(targets, list | tuple)
-                or not targets
-                or not all(isinstance(t, str) for t in targets)
+                not isinstance(target_modules, list | tuple)
+                or not target_modules
+                or not all(isinstance(t, str) for t in target_modules)
             ):
                 raise UserError(
                     "model.finetune.target_modules must be null, a regex string or a list of module names"
                 )
-            out["target_modules"] = list(targets)
-    return out
+            target_modules = list(target_modules)
+        self.target_modules = target_modules
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Wrap ``model`` in a peft ``PeftModel`` with adapters on the target layers."""
+        head = head_module_name(model)
+        targets = lora_target_modules(model, self.target_modules, head)
+        lora_cfg = LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            modules_to_save=[head],
+            bias="none",
+        )
+        net = get_peft_model(model, lora_cfg)
+        log.info(
+            "LoRA rank %d on %d layers (%s, ...), head %s trains in full",
+            self.rank,
+            len(targets),
+            targets[0],
+            head,
+        )
+        return net
 
 
-def _in_module(name: str, module: str) -> bool:
-    """True when the parameter/module ``name`` lies in the module ``module`` (or is it)."""
-    return name == module or name.startswith(module + ".")
+STRATEGIES: dict[str, type[FinetuneStrategy]] = {
+    cls.name: cls for cls in (Full, LinearProbe, Partial, LoRA, BitFit)
+}
+"""The shipped strategies by short name (``finetune: {strategy: NAME}`` configs of older checkpoints)."""
+
+
+def finetune_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``model.finetune`` node as a plain ``{_target_: ..., **options}`` dict (null = ``Full``).
+
+    Also accepts the older ``{strategy: NAME, **options}`` form, so checkpoints written before strategies
+    were ``_target_`` nodes keep loading.
+    """
+    cfg = dict(cfg) if cfg else {}
+    if "_target_" not in cfg:
+        name = cfg.pop("strategy", "full")
+        if name not in STRATEGIES:
+            raise UserError(f"unknown finetune strategy {name!r}: use finetune={'|'.join(STRATEGIES)}")
+        cls = STRATEGIES[name]
+        cfg["_target_"] = f"{cls.__module__}.{cls.__qualname__}"
+    return cfg
+
+
+def build_strategy(cfg: Mapping[str, Any]) -> FinetuneStrategy:
+    """The strategy of a ``finetune_config`` dict; unknown classes and options are one-line UserErrors."""
+    options = dict(cfg)
+    target = str(options.pop("_target_"))
+    try:
+        cls = get_class(target)
+    except Exception:  # Hydra wraps import errors of every kind
+        raise UserError(
+            f"model.finetune._target_={target} cannot be imported: check the class path"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, FinetuneStrategy)):
+        raise UserError(f"model.finetune._target_={target} is not a FinetuneStrategy subclass")
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(k for k in options if k not in params)
+    if unknown and not takes_any:
+        valid = ", ".join(params) or "none"
+        raise UserError(
+            f"model.finetune.{unknown[0]} is not an option of finetune={cls.name} (its options: {valid})"
+        )
+    return cls(**options)
 
 
 def strip_lora_name(name: str) -> str:
@@ -109,8 +263,6 @@ def strip_lora_name(name: str) -> str:
 
 def partial_trainable_params(model: nn.Module, blocks: int, head: str) -> set[str]:
     """Names of the parameters that train with ``partial``: the head and the last ``blocks`` groups."""
-    from timm.models import group_parameters
-
     matcher = getattr(model, "group_matcher", None)
     if not callable(matcher):
         raise UserError(
@@ -142,8 +294,6 @@ def lora_target_modules(model: nn.Module, targets: str | list[str] | None, head:
         stem: set[str] = set()
         matcher = getattr(model, "group_matcher", None)
         if callable(matcher):
-            from timm.models import group_parameters
-
             groups = group_parameters(model, matcher(coarse=True))
             stem = {n.rsplit(".", 1)[0] for n in groups[min(groups)]} if groups else set()
         names = [
@@ -159,69 +309,6 @@ def lora_target_modules(model: nn.Module, targets: str | list[str] | None, head:
             f"model.finetune.target_modules={targets!r} matches no Linear/Conv2d layer of {type(model).__name__} "
             f"(its layers are named like {examples})"
         )
-    return names
-
-
-def apply_finetuning(model: nn.Module, cfg: Mapping[str, Any]) -> nn.Module:
-    """Set which parameters of ``model`` (a timm model with its final head) train; return the network to train.
-
-    That is ``model`` itself, or for ``lora`` a peft ``PeftModel`` around it. ``cfg`` comes from
-    ``check_finetune``.
-    """
-    strategy = cfg["strategy"]
-    head = head_module_name(model)
-    if strategy == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = lora_target_modules(model, cfg.get("target_modules"), head)
-        lora_cfg = LoraConfig(
-            r=int(cfg["rank"]),
-            lora_alpha=float(cfg["alpha"]),
-            lora_dropout=float(cfg["dropout"]),
-            target_modules=targets,
-            modules_to_save=[head],
-            bias="none",
-        )
-        net = get_peft_model(model, lora_cfg)
-        log.info(
-            "LoRA rank %d on %d layers (%s, ...), head %s trains in full",
-            cfg["rank"],
-            len(targets),
-            targets[0],
-            head,
-        )
-        return net
-    if strategy == "full":
-        trainable = {n for n, _ in model.named_parameters()}
-    elif strategy == "linear_probe":
-        trainable = {n for n, _ in model.named_parameters() if _in_module(n, head)}
-    elif strategy == "partial":
-        trainable = partial_trainable_params(model, int(cfg["blocks"]), head)
-    else:  # bitfit
-        trainable = {n for n, _ in model.named_parameters() if n.endswith(".bias") or _in_module(n, head)}
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
-    return model
-
-
-def modules_kept_in_eval(net: nn.Module, strategy: str) -> list[str]:
-    """Names of the sub-modules of ``net`` that stay in eval mode while training with ``strategy``.
-
-    ``full``: none. ``linear_probe``: the whole backbone (everything but the head and its ancestors). Other
-    strategies: batch-norm layers whose weight is frozen (their running statistics must not change).
-    """
-    if strategy == "full":
-        return []
-    names = []
-    if strategy == "linear_probe":
-        head = head_module_name(net.get_base_model() if hasattr(net, "get_base_model") else net)
-        ancestors = {head.rsplit(".", i)[0] for i in range(1, head.count(".") + 1)} | {""}
-        return [n for n, _ in net.named_modules() if n not in ancestors and not _in_module(n, head)]
-    for name, module in net.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            weight = getattr(module, "weight", None)
-            if weight is None or not weight.requires_grad:
-                names.append(name)
     return names
 
 

@@ -1,8 +1,8 @@
 """Benchmark the framework on this machine: ``python scripts/benchmark.py [mode=smoke|cpu|gpu]``.
 
 Framework vs bare PyTorch training steps/s, data-module throughput, start-up time, memory and (on a GPU) the
-fast paths; report as JSON and Markdown in the run directory. See ``tasks.benchmarking`` and
-docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
+fast paths; report as JSON and Markdown in the run directory. The plans are conf/benchmark/<mode>.yaml; see
+``tasks.benchmark`` and docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ def main(cfg: DictConfig) -> None:
     from experiment_utils.errors import UserError
 
     try:
+        # imported here, not at the top: they load torch and lightning, which --help / --cfg job must not pay for
         from experiment_utils.console import quiet_third_party
-        from tasks.benchmarking import run_benchmark
+        from tasks.benchmark.runner import run_benchmark
 
         quiet_third_party()  # the framework runs inside: one log line per event, no third-party tips
 

@@ -14,11 +14,12 @@ from experiment_utils.instantiation import instantiate_node
 
 
 def datamodule_for(source: DeploySource, stage: str) -> Any:
-    """The checkpoint's datamodule, set up for ``stage`` (``fit`` or ``test``) and bound to its model."""
+    """The checkpoint's datamodule, set up for ``stage`` (``fit`` or ``test``).
+
+    The model was rebuilt from the checkpoint (classes and preprocessing included); the datamodule resolves its
+    own transforms from its config (for a classifier: ``data.backbone`` gives the backbone's defaults)."""
     datamodule = instantiate_node(source.run_cfg.data, "data")
     datamodule.setup(stage)
-    if callable(getattr(source.module, "bind_data", None)):
-        source.module.bind_data(datamodule, stage)  # the classifier's eval transform needs its data config
     return datamodule
 
 

@@ -86,7 +86,8 @@ def test_cfg_job_of_the_benchmark_script_stays_light(tmp_path: Path) -> None:
 
 
 def test_goals_and_markdown_from_a_report() -> None:
-    from tasks.benchmarking import evaluate_goals, merge_overrides, render_markdown
+    from tasks.benchmark.plan import merge_overrides
+    from tasks.benchmark.report import evaluate_goals, render_markdown
 
     assert merge_overrides(["a=1", "b=2"], ["a=3", "+c=4"]) == ["a=3", "b=2", "+c=4"]
     report = {
@@ -175,7 +176,8 @@ def test_goals_and_markdown_from_a_report() -> None:
 def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     import torch
 
-    from tasks.benchmarking import FirstStepTimer, StepTimer, run_benchmark
+    from tasks.benchmark.runner import run_benchmark
+    from tasks.benchmark.timing import FirstStepTimer, StepTimer
 
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), is_global_zero=True)
     timer = StepTimer(warmup=1, steps=3)
@@ -198,8 +200,8 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_step_overhead_from_step_durations() -> None:
-    from tasks.benchmarking import select_variants
-    from tasks.step_overhead import (
+    from tasks.benchmark.plan import select_variants
+    from tasks.benchmark.step_overhead import (
         chunk_means_ms,
         overhead_ms,
         robust_ms_per_step,
@@ -225,3 +227,54 @@ def test_step_overhead_from_step_durations() -> None:
     assert select_variants(variants, ["baseline", "bf16"]) == variants[:2]
     with pytest.raises(UserError, match="matches nothing"):
         select_variants(variants, ["tf32"])
+
+
+@pytest.mark.parametrize(
+    "mode", sorted(p.stem for p in (SCRIPTS.parent / "conf" / "benchmark").glob("*.yaml"))
+)
+def test_every_benchmark_plan_loads(mode: str, tmp_path: Path) -> None:
+    from tasks.benchmark.plan import load_plan
+    from tasks.benchmark.runner import modes
+
+    assert mode in modes()
+    plan = load_plan(mode, tmp_path / "cifar", repeats=None)
+    assert plan.mode == mode and plan.device in ("cpu", "cuda") and plan.repeats >= 1
+    names = [case.name for case in plan.models]
+    assert (
+        len(set(names)) == len(names) and sum(case.overhead_goal_ms is not None for case in plan.models) == 2
+    )
+    for case in [*plan.models, *plan.fast_path_models]:
+        assert all(isinstance(o, str) and "=" in o and "${" not in o for o in case.overrides), case.name
+        assert case.batch_size >= 1 and case.steps >= 1 and case.kind in ("denoiser", "classifier")
+        if case.kind == "classifier":  # the benchmark's own CIFAR-shaped files, never a download
+            assert (
+                f"data.root={tmp_path / 'cifar'}" in case.overrides
+                and "data.download=false" in case.overrides
+            )
+    assert plan.data and all(case.feeds in names for case in plan.data)
+    assert not plan.fast_path_models or plan.fast_path_variants[0][0].startswith("baseline")
+    assert load_plan(mode, tmp_path, repeats=7).repeats == 7
+
+
+def test_a_bad_benchmark_plan_is_a_user_error(tmp_path: Path) -> None:
+    from tasks.benchmark.plan import load_plan
+
+    good = (SCRIPTS.parent / "conf" / "benchmark" / "smoke.yaml").read_text()
+    cases = {
+        "typo": good.replace("cfg_job_repeats:", "cfg_jobs_repeats:"),
+        "feeds": good.replace("feeds: *denoiser", "feeds: no such model", 1),
+        "steps": good.replace("steps: 4", "steps: 0", 1),
+        "override": good.replace("[model.net.depth=3,", "[3,", 1),
+    }
+    messages = {
+        "typo": "unknown key",
+        "feeds": "not a model of the plan",
+        "steps": "steps must be a positive integer",
+        "override": "must be a string",
+    }
+    for name, text in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+        with pytest.raises(UserError, match=messages[name]):
+            load_plan(name, tmp_path / "cifar", plan_dir=tmp_path)
+    with pytest.raises(UserError, match="no benchmark plan"):
+        load_plan("tpu", tmp_path / "cifar", plan_dir=tmp_path)

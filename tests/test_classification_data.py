@@ -51,12 +51,28 @@ def test_one_folder_is_split_per_class_with_a_fixed_seed(tmp_path: Path) -> None
     other = folder_data(tmp_path, val_fraction=0.2, test_fraction=0.2, split_seed=1)
     other.setup()
     assert list(other.splits["val"].images) != list(data.splits["val"].images)
-    data.set_model_data_config(
-        {"input_size": [3, 12, 12], "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
+    sized = folder_data(
+        tmp_path, val_fraction=0.2, test_fraction=0.2, image_size=12, mean=[0.5] * 3, std=[0.25] * 3
     )
-    x, y = next(iter(data.val_dataloader()))
+    sized.setup()
+    x, y = next(iter(sized.val_dataloader()))
     assert x.shape == (7, 3, 12, 12) and x.dtype.is_floating_point and y.tolist() == [0, 0, 0, 0, 1, 1, 2]
     assert float(x.min()) >= -2.0 - 1e-6 and float(x.max()) <= 2.0 + 1e-6  # (v - 0.5) / 0.25 for v in [0, 1]
+    # the data reports its config to the model (one way): classes and the preprocessing, backbone defaults
+    # looked up by the backbone's name in timm (no model object)
+    vit = folder_data(
+        tmp_path, val_fraction=0.2, test_fraction=0.2, image_size="backbone", backbone="test_vit"
+    )
+    vit.setup()
+    assert vit.data_config() == {
+        "class_names": ["cat", "dog", "emu"],
+        "preprocess": {"image_size": [160, 160], "mean": [0.5] * 3, "std": [0.5] * 3, "channels": 3,
+                       "interpolation": "bicubic", "crop_pct": 1.0},
+    }  # fmt: skip
+    with pytest.raises(UserError, match=r"image_size=backbone needs data\.backbone"):
+        folder_data(tmp_path, image_size="backbone").data_config()
+    with pytest.raises(UserError, match="timm has no data config"):
+        folder_data(tmp_path, backbone="no_such_net").data_config()
 
 
 def test_train_val_test_folders_and_test_falling_back_to_val(tmp_path: Path) -> None:

@@ -163,13 +163,13 @@ def test_lora_checkpoint_exports_merged(runs: dict, tmp_path: Path) -> None:
 
     from deployment.exported_model import ExportedModel
     from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
-    from lightning_modules.finetuning import apply_finetuning, check_finetune
+    from lightning_modules.finetuning import LoRA, finetune_config
 
     ckpt = runs["classifier"]["ckpt"]
     checkpoint, run_cfg = load_run_checkpoint(ckpt)
-    run_cfg.model.finetune = check_finetune({"strategy": "lora", "rank": 2})
+    run_cfg.model.finetune = finetune_config({"strategy": "lora", "rank": 2})  # the older form still loads
     module = build_module_from_checkpoint(checkpoint, OmegaConf.create(checkpoint["run_config"]))
-    module.net = apply_finetuning(module.net, run_cfg.model.finetune)  # the trained weights get adapters
+    module.net = LoRA(rank=2).apply(module.net)  # the trained weights get adapters
     torch.manual_seed(0)
     for name, param in module.named_parameters():
         if "lora_B" in name:  # trained adapters are non-zero; fresh ones would merge to nothing

@@ -202,7 +202,7 @@ def test_classifier_search_space_composes(choice: list[str], tmp_path: Path) -> 
     assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.finetune.rank"}
     for key in params:  # every searched key exists in the composed classifier config
         assert OmegaConf.select(cfg, key) is not None, f"{key} is not in the classifier config"
-    assert cfg.model.finetune.strategy == "lora"
+    assert cfg.model.finetune._target_ == "lightning_modules.finetuning.LoRA"
     assert cfg.objective.metric == "val/acc" and str(cfg.hydra.sweeper.direction) == "maximize"
     if choice[0].startswith("experiment="):  # an experiment keeps its own model
         assert cfg.model.backbone == "small_cnn"

@@ -12,7 +12,7 @@ from tests.conftest import compose, run_script
 
 
 def test_pareto_front_of_max_accuracy_min_parameters() -> None:
-    from tasks.pareto import dominates, pareto_front
+    from tasks.sweep_summary.pareto import dominates, pareto_front
 
     modes = ["max", "min"]
     points = [[0.90, 100.0], [0.95, 1000.0], [0.85, 1000.0], [0.90, 50.0], [0.95, 1000.0]]

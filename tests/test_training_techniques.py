@@ -396,11 +396,11 @@ def test_distilled_student_is_closer_to_its_teacher(root: Path, plain: dict) -> 
 def test_finetune_presets_carry_their_learning_rate_and_can_be_overridden() -> None:
     def optimizer(*overrides: str) -> dict[str, Any]:
         cfg = compose("train", ["model=classifier_vit", "data=digits", *overrides])
-        return dict(cfg.model.optimizer) | {"strategy": cfg.model.finetune.strategy}
+        return dict(cfg.model.optimizer) | {"strategy": cfg.model.finetune._target_.rsplit(".", 1)[1]}
 
     assert optimizer("finetune=full")["lr"] == 1e-4  # full: the model's own (pretrained ViT) setting
     lora = optimizer("finetune=lora", "model.finetune.rank=4")
-    assert lora["lr"] == 5e-3 and lora["strategy"] == "lora" and lora["name"] == "adamw"
+    assert lora["lr"] == 5e-3 and lora["strategy"] == "LoRA" and lora["name"] == "adamw"
     assert optimizer("finetune=lora", "model.optimizer.lr=2e-3")["lr"] == 2e-3  # the command line wins
     probe = optimizer("finetune=linear_probe")
     assert probe["lr"] == 1e-2 and probe["weight_decay"] == 0.0

@@ -2,7 +2,7 @@
 
 On a GPU a step of a small model takes a few milliseconds, so the Python work Lightning and this framework do
 around each step (hooks, logging, progress bar, callbacks) decides the speed. The benchmark measures it with
-models that compute almost nothing (``tiny_cases``): a 2-layer, 1-channel DnCNN on 8 px patches and a
+models that compute almost nothing (``tasks.benchmark.plan.tiny_cases``): a 2-layer, 1-channel DnCNN on 8 px patches and a
 2-channel small CNN classifier on 8 images, both on GPU-resident data (batches made by a few tensor operations),
 so a step is nearly all overhead and ``framework - bare loop`` in ms/step is the framework's cost. A third run,
 ``lightning_alone_run``, trains the same network, loss, optimizer and data through a plain LightningModule and a
@@ -24,8 +24,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from lightning_modules.optim import build_optimizer
+from tasks.benchmark.bare import bare_parts, param_groups
+from tasks.benchmark.plan import ModelCase
+from tasks.benchmark.timing import StepTimer
+
 CHUNK = 50  # steps per chunk: a multiple of trainer.log_every_n_steps (10 or 50), so each holds its logging
-GOAL_MS = 1.0  # framework - bare loop, ms per step, on CPU (issue 13)
 
 
 def chunk_means_ms(durations_s: Sequence[float], chunk: int = CHUNK) -> list[float]:
@@ -116,19 +120,14 @@ class PlainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """The framework run's optimizer (same kind, settings and parameter groups)."""
-        from lightning_modules.optim import build_optimizer
-
         return build_optimizer(self._groups, self._optimizer)
 
 
-def lightning_alone_run(trainer: pl.Trainer, case: Any) -> dict[str, Any]:
+def lightning_alone_run(trainer: pl.Trainer, case: ModelCase) -> dict[str, Any]:
     """``case`` through Lightning alone: the framework run's network (a copy), loss, optimizer and data module
     in a ``PlainModule`` on a Trainer with no logger, callbacks, progress bar, checkpoints or validation."""
-    from lightning_modules.optim import param_groups_without_decay
-    from tasks.benchmarking import StepTimer, _bare_parts
-
-    net, loss_fn, opt_cfg = _bare_parts(trainer.lightning_module)
-    groups = param_groups_without_decay(net.named_parameters(), float(opt_cfg.get("weight_decay", 0.0)))
+    net, loss_fn, opt_cfg = bare_parts(trainer.lightning_module)
+    groups = param_groups(net, opt_cfg)
     timer = StepTimer(case.warmup, case.steps)
     plain = pl.Trainer(
         accelerator=trainer.strategy.root_device.type,
@@ -150,55 +149,3 @@ def lightning_alone_run(trainer: pl.Trainer, case: Any) -> dict[str, Any]:
         "durations": timer.durations,
         "cpu_durations": timer.cpu_durations,
     }
-
-
-def tiny_cases(cifar_root: str, steps: int, warmup: int, extra: Sequence[str] = ()) -> list[Any]:
-    """The near-zero-compute model rows of the overhead section (denoiser and classifier), as ``ModelCase``.
-
-    ``steps`` timed steps after ``warmup`` steps; ``cifar_root`` holds the benchmark's CIFAR-shaped files;
-    ``extra`` overrides go first (e.g. ``trainer=gpu``).
-    """
-    from tasks.benchmarking import ModelCase
-
-    batches = warmup + steps + 1
-    denoiser = ModelCase(
-        "tiny denoiser (DnCNN 2 x 1, 8 px, batch 8)",
-        [
-            *extra,
-            "data=denoise_photos_gpu",  # batches made by tensor ops: the data path costs next to nothing
-            "data.patch_size=8",
-            "data.batch_size=8",
-            f"data.patches_per_epoch={8 * batches}",
-            "data.eval_crop=16",
-            "model.net.depth=2",
-            "model.net.width=1",
-            "model.net.batch_norm=false",
-            "model.num_panels=0",
-        ],
-        8,
-        warmup,
-        steps,
-        overhead_goal_ms=GOAL_MS,
-    )
-    classifier = ModelCase(
-        "tiny classifier (small CNN 2 ch, 32 px, batch 8)",
-        [
-            *extra,
-            "model=classifier",
-            "model.backbone=small_cnn",
-            "model.pretrained=false",
-            "+model.timm_kwargs.widths=[2]",
-            "data=cifar10_gpu",
-            f"data.root={cifar_root}",
-            "data.download=false",
-            "data.batch_size=8",
-            "data.eval_batch_size=64",
-            "data.val_size=64",
-        ],
-        8,
-        warmup,
-        steps,
-        "classifier",
-        overhead_goal_ms=GOAL_MS,
-    )
-    return [denoiser, classifier]

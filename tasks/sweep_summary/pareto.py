@@ -13,6 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import NullFormatter
+
+from tasks.sweep_summary.plots import new_axes, save_png
+
 
 def dominates(a: list[float], b: list[float], modes: list[str]) -> bool:
     """True when ``a`` is at least as good as ``b`` in every objective and better in one."""
@@ -68,16 +72,8 @@ def plot_pareto(jobs: list[Any], out_dir: Path) -> list[Path]:
     names, modes, found = multi_objective_jobs(jobs)
     if len(found) < 2 or len(names) < 2:
         return []
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from experiment_utils.atomic import atomic_write
-
     front = set(pareto_front([v for _, v in found], modes))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = new_axes()
     xs = [v[1] for _, v in found]
     ys = [v[0] for _, v in found]
     others = [i for i in range(len(found)) if i not in front]
@@ -88,12 +84,9 @@ def plot_pareto(jobs: list[Any], out_dir: Path) -> list[Path]:
         ax.annotate(str(job.name), (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no overlapping minor labels
     ax.set_xlabel(f"{names[1]} ({'lower' if modes[1] == 'min' else 'higher'} is better)")
     ax.set_ylabel(f"{names[0]} ({'lower' if modes[0] == 'min' else 'higher'} is better)")
     ax.set_title(f"Pareto front: {len(front)} of {len(found)} jobs", fontsize=10)
     ax.legend(fontsize=8)
-    path = out_dir / "pareto_front.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
-    plt.close(fig)
-    return [path]
+    return [save_png(fig, out_dir / "pareto_front.png")]
