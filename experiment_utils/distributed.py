@@ -58,9 +58,8 @@ def eval_sampler(dataset: Any, trainer: Any | None, split: str) -> Any | None:
             f"the {split} split has {size} item(s) but the run has {world} processes; every process needs at "
             f"least one: add {split} images or use fewer devices (trainer.devices)"
         )
-    from lightning.pytorch.overrides.distributed import (
-        UnrepeatedDistributedSampler,  # lazy: see the docstring
-    )
+    # lazy: see the module docstring
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
 

@@ -39,9 +39,8 @@ def chosen_methods(value: Any) -> list[str]:
 def quantized_variants(cfg: DictConfig, source: DeploySource, datamodule: Any, bench: Bench, out_dir: Path,
                        methods: list[str]) -> None:  # fmt: skip
     """Export fp32 ONNX (parity-checked) and measure it and each int8 variant."""
-    from deployment.quantize import (
-        quantize_onnx,  # lazy: onnx + onnxruntime (deploy extra), int8 methods only
-    )
+    # lazy: onnx and onnxruntime (deploy extra) are needed by the int8 methods only
+    from deployment.quantize import quantize_onnx
 
     onnx_path = export_onnx(
         source.network, bench.inputs[:1], out_dir / "model.onnx", source.kind, source.metadata
