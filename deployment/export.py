@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.export import Dim
 
 from deployment.source import METADATA_KEY
 from experiment_utils.atomic import atomic_write, atomic_write_json
@@ -41,14 +42,12 @@ def export_onnx(
     ``dynamo=False`` uses PyTorch's TorchScript-based exporter (about 0.5 s for these nets, deprecated but
     still shipped in torch 2.x); ``dynamo=True`` uses the newer ``torch.export``-based one (several seconds).
     """
-    import onnx
+    import onnx  # lazy: optional (deploy extra); torchscript and safetensors export work without it
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if dynamo:
-                from torch.export import Dim
-
                 dims = {0: Dim("batch")} | ({2: Dim("height"), 3: Dim("width")} if kind == "denoiser" else {})
                 torch.onnx.export(
                     network, (example,), tmp, input_names=["input"], output_names=["output"], dynamo=True,
@@ -93,7 +92,7 @@ def export_torchscript(network: nn.Module, example: Tensor, path: Path, metadata
 
 def export_safetensors(network: nn.Module, path: Path, metadata: dict[str, Any]) -> Path:
     """The network's weights (LoRA merged) as safetensors, the metadata in its header and beside it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: optional (deploy extra), only this format needs it
 
     state = {k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: json.dumps(metadata)}))

@@ -29,7 +29,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     meta: str | None = None
     if file.suffix == ".onnx":
-        import onnx
+        import onnx  # lazy: optional (deploy extra); a TorchScript file runs without it
 
         model = onnx.load(str(file), load_external_data=False)
         meta = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
@@ -76,7 +76,7 @@ class ExportedModel:
     def _load(self, device: str, threads: int | None) -> None:
         self.device = torch.device("cpu")
         if self.path.suffix == ".onnx":
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: optional (deploy extra); a TorchScript file runs without it
 
             options = ort.SessionOptions()
             if threads:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 Runner = Callable[[Tensor], Tensor]
 """A model variant as a function: float (B, C, H, W) batch -> output tensor on the CPU."""
@@ -38,7 +40,7 @@ def max_abs_diff(reference: Runner, candidate: Runner, inputs: Tensor) -> float:
 
 def onnx_parameters(path: str | Path) -> dict[str, int]:
     """Elements of an ONNX file's initializers (its stored weights, incl. quantisation scales), and non-zeros."""
-    import onnx
+    import onnx  # lazy: optional (deploy extra); PyTorch variants are measured without it
     from onnx import numpy_helper
 
     total = nonzero = 0
@@ -52,9 +54,6 @@ def onnx_parameters(path: str | Path) -> dict[str, int]:
 def test_metrics(kind: str, run: Runner, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
     """Denoisers: PSNR (dB, per image then averaged) and SSIM on (noisy, clean) pairs, as the training
     module's ``test/psnr``/``test/ssim``; classifiers: top-1 accuracy on (images, labels)."""
-    from torchmetrics.classification import MulticlassAccuracy
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
     with torch.inference_mode():
         if kind == "denoiser":
             psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))

@@ -19,8 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from deployment.source import DeploySource
-from experiment_utils.errors import UserError
+from experiment_utils.constants import HYDRA_DIR, RUN_CONFIG_KEY
+from experiment_utils.errors import UserError, first_line
+from experiment_utils.instantiation import instantiate_node
 from experiment_utils.run_checkpoint import build_module_from_checkpoint
+from lightning_modules.backbones import head_module_name
 from lightning_modules.finetuning import finetune_config
 
 
@@ -46,7 +49,7 @@ def _architecture(kind: str, run_cfg: DictConfig, net: nn.Module) -> tuple[str, 
 
 def prune_network(net: nn.Module, example: Tensor, amount: float, keep: list[nn.Module]) -> None:
     """Remove ``amount`` of the output channels of every prunable layer of ``net`` in place (L1 magnitude)."""
-    import torch_pruning as tp
+    import torch_pruning as tp  # lazy: optional (deploy extra) and slow to import; only method=prune uses it
 
     pruner = tp.pruner.MetaPruner(
         net,
@@ -67,8 +70,6 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     if source.kind == "denoiser":
         net, keep = module.net, [_convs(module.net)[-1]]
     else:
-        from lightning_modules.backbones import head_module_name
-
         net = module.inference_network()
         keep = [net.get_submodule(head_module_name(net))]
     net.eval()
@@ -81,16 +82,12 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     if source.kind == "classifier":
         # LoRA is merged: the pruned network trains in full (the node replaced, not merged with LoRA's options)
         OmegaConf.update(run_cfg, "model.finetune", finetune_config(None), merge=False, force_add=True)
-    from experiment_utils.instantiation import instantiate_node
-
     pruned = instantiate_node(run_cfg.model, "model")
     target = pruned.net
     try:
         target.load_state_dict(net.state_dict(), strict=True)
     except RuntimeError as exc:
-        raise UserError(
-            f"the pruned network does not fit {key}={after}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise UserError(f"the pruned network does not fit {key}={after}: {first_line(exc)}") from None
     pruned.eval()
     info = {
         "method": "structured L1-magnitude channel pruning (torch-pruning MetaPruner), same fraction per layer",
@@ -100,7 +97,7 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     }
     checkpoint = {
         "state_dict": {k: v.detach().clone() for k, v in pruned.state_dict().items()},
-        "run_config": OmegaConf.to_container(run_cfg, resolve=True),
+        RUN_CONFIG_KEY: OmegaConf.to_container(run_cfg, resolve=True),
         "hyper_parameters": json.loads(json.dumps(dict(pruned.hparams), default=str)),
         "pruning": info,
     }
@@ -110,7 +107,7 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
 def finetune_overrides(source: DeploySource, checkpoint: dict[str, Any], pruned_path: Path) -> list[str]:
     """The overrides that make ``scripts/train.py`` fine-tune the pruned checkpoint (after the run's own)."""
     overrides: list[str] = []
-    saved = source.path.parent.parent / ".hydra" / "overrides.yaml"
+    saved = source.path.parent.parent / HYDRA_DIR / "overrides.yaml"
     if saved.is_file():
         changed = set(checkpoint["pruning"]["changed"])
         overrides = [o for o in OmegaConf.load(saved) if str(o).split("=", 1)[0].lstrip("+~") not in changed]

@@ -13,37 +13,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import Tensor
 
+from deployment.export import set_onnx_metadata, sidecar_path
 from experiment_utils.atomic import atomic_write, atomic_write_json
 
 METHODS = ("int8_dynamic", "int8_static")
 
 
-def calibration_reader(inputs: list[Tensor], input_name: str) -> Any:
-    """An onnxruntime ``CalibrationDataReader`` over a list of (1, C, H, W) tensors."""
-    from onnxruntime.quantization import CalibrationDataReader
+class TensorCalibrationReader(CalibrationDataReader):
+    """An onnxruntime ``CalibrationDataReader`` over a list of (1, C, H, W) tensors fed as ``input_name``."""
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._items = iter([{input_name: np.ascontiguousarray(x.numpy(), np.float32)} for x in inputs])
+    def __init__(self, inputs: list[Tensor], input_name: str) -> None:
+        self._items = iter([{input_name: np.ascontiguousarray(x.numpy(), np.float32)} for x in inputs])
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._items, None)
-
-    return Reader()
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next calibration input, None when they are used up."""
+        return next(self._items, None)
 
 
 def quantize_onnx(
     src: Path, dst: Path, method: str, metadata: dict[str, Any], calibration: list[Tensor] | None = None
 ) -> Path:
     """Quantise the fp32 ONNX model ``src`` to ``dst`` with ``method``; the metadata is copied and extended."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from deployment.export import set_onnx_metadata, sidecar_path
-
     meta = dict(metadata, quantization=_describe(method, calibration))
     with tempfile.TemporaryDirectory() as tmp_dir:
         pre = str(Path(tmp_dir) / "pre.onnx")
@@ -54,7 +55,7 @@ def quantize_onnx(
                 quantize_dynamic(pre, tmp, weight_type=QuantType.QInt8)
             else:
                 name = onnx.load(pre).graph.input[0].name
-                reader = calibration_reader(calibration or [], name)
+                reader = TensorCalibrationReader(calibration or [], name)
                 quantize_static(
                     pre, tmp, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -18,7 +18,7 @@ def check_accelerator(trainer_cfg: Any) -> None:
     accelerator = str((trainer_cfg or {}).get("accelerator", "auto")).lower()
     if accelerator not in GPU_ACCELERATORS:
         return
-    import torch
+    import torch  # lazy: instantiation imports this module, and tasks import that before the config check
 
     if not torch.cuda.is_available():
         raise UserError(

@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-RUN_CONFIG_KEY = "run_config"
+from experiment_utils.constants import RUN_CONFIG_KEY
 
 
 class RunConfigInCheckpoint(pl.Callback):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiment_utils.errors import UserError
@@ -46,8 +50,6 @@ def type_mismatch(key: str, default: Any, given: Any) -> str | None:
 
 def _value_overrides(task_overrides: list[str], groups: set[str]) -> tuple[list[str], list[str]]:
     """Split command-line overrides into config-group choices and ``key=value`` changes of existing keys."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(task_overrides)
     group_choices, keys = [], []
     for override, text in zip(parsed, task_overrides, strict=True):
@@ -61,10 +63,6 @@ def _value_overrides(task_overrides: list[str], groups: set[str]) -> tuple[list[
 
 def check_override_types(cfg: DictConfig) -> None:
     """Raise UserError for a command-line value whose type does not fit its key (inside a Hydra app only)."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():
         return
     hc = HydraConfig.get()

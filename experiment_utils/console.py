@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
+from experiment_utils.constants import METRICS_FILE
 from experiment_utils.distributed import env_rank
+from experiment_utils.hydra_job import in_multirun
 
 # Messages (third-party tips, deprecations inside libraries, notes about defaults) that a user of this
 # framework cannot act on. Matched against the start of the message, so unrelated messages stay visible.
@@ -113,8 +119,6 @@ def _inline(value: Any) -> str:
 
 
 def _add_branch(tree: Any, mapping: dict[str, Any]) -> None:
-    from rich.text import Text
-
     for key, value in mapping.items():
         if isinstance(value, dict) and value and any(isinstance(v, dict) for v in value.values()):
             _add_branch(tree.add(f"[bold]{key}"), value)
@@ -129,8 +133,6 @@ def _add_branch(tree: Any, mapping: dict[str, Any]) -> None:
 def config_tree(cfg: DictConfig) -> Any:
     """The composed config (without the ``hydra`` node) as a ``rich.tree.Tree``: one branch per group,
     one line per setting (lists inline); interpolations are resolved where they can be."""
-    from rich.tree import Tree
-
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation only a running job can resolve: show the config unresolved
@@ -147,19 +149,7 @@ def print_config(cfg: DictConfig) -> None:
     """Print the composed config once as a tree (rank zero only)."""
     if env_rank() != 0:
         return
-    from rich.console import Console
-
     Console(soft_wrap=False).print(config_tree(cfg))
-
-
-def _in_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except (ImportError, ValueError):
-        return False
 
 
 def prepare_console(cfg: DictConfig) -> None:
@@ -168,7 +158,7 @@ def prepare_console(cfg: DictConfig) -> None:
     Jobs of a ``-m`` sweep do not print the tree (Hydra prints each job's overrides as it launches it, and the
     full config is in every job's ``.hydra/config.yaml``)."""
     quiet_third_party()
-    if cfg.get("print_config", False) and not _in_multirun():
+    if cfg.get("print_config", False) and not in_multirun():
         print_config(cfg)
 
 
@@ -188,8 +178,6 @@ def _shown_metrics(metrics: dict[str, Any], verbose: bool) -> dict[str, float]:
 
 def results_table(metrics: dict[str, Any], verbose: bool = False) -> Any:
     """A compact ``rich.table.Table``: one row per metric name, one column per split (val, test, ...)."""
-    from rich.table import Table
-
     shown = _shown_metrics(metrics, verbose)
     splits: list[str] = []
     rows: dict[str, dict[str, float]] = {}
@@ -214,15 +202,13 @@ def print_results(
 
     ``printed`` names metrics the task has shown already in its own table (eval.py's baseline table).
     """
-    from rich.console import Console
-
     console = Console(soft_wrap=True, highlight=False)
     metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in (printed or [])}
     if _shown_metrics(metrics, verbose):
         console.print(results_table(metrics, verbose))
         hidden = sum("/acc_class/" in k for k in metrics) if not verbose else 0
         if hidden:
-            console.print(f"({hidden} per-class values in metrics.json and W&B; verbose=true prints them)")
+            console.print(f"({hidden} per-class values in {METRICS_FILE} and W&B; verbose=true prints them)")
     if record.get("best_checkpoint"):
         console.print(f"best checkpoint: {record['best_checkpoint']}")
     if output_dir is not None:

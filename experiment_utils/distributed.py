@@ -9,7 +9,8 @@
 * ``lr_scale_factor(rule, global_batch, base_batch)``: the optional learning-rate scaling rule (applied by
   ``experiment_utils.speed.LRScaling``, configured by ``lr_scaling`` in conf/train.yaml).
 
-Lightning is imported inside the function that needs it.
+Lightning is imported inside the function that needs it: the console (``env_rank``) and the task wrapper
+import this module before a run's config is checked, when Lightning must not be loaded yet.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def eval_sampler(dataset: Any, trainer: Any | None, split: str) -> Any | None:
     if world <= 1:
         return None
     check_split_covers_world(len(dataset), world, split)
+    # lazy: see the module docstring
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)

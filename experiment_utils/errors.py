@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad config value, missing file, wrong checkpoint, no network).
@@ -22,8 +24,6 @@ class RunInterrupted(BaseException):
     """
 
     def __init__(self, signum: int, where: str = "") -> None:
-        import signal
-
         self.signum = int(signum)
         self.signal_name = signal.Signals(self.signum).name
         self.where = where

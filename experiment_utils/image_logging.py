@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from experiment_utils.atomic import atomic_write
 
 
 def _to_uint8_hwc(image: np.ndarray) -> np.ndarray:
@@ -45,10 +48,6 @@ def log_image_panels(
 
 
 def _save_pngs(folder: Path, key: str, step: int, panels: list[np.ndarray]) -> None:
-    from PIL import Image
-
-    from experiment_utils.atomic import atomic_write
-
     safe_key = key.replace("/", "_")
     for i, panel in enumerate(panels):
         atomic_write(

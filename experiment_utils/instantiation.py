@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiment_utils.errors import UserError
+from experiment_utils.accelerator_check import check_accelerator
+from experiment_utils.console import quiet_wandb_logger
+from experiment_utils.errors import UserError, first_line
+from experiment_utils.wandb_mode import resolve_wandb_mode
 
 
 def _root_user_error(exc: BaseException) -> UserError | None:
@@ -25,14 +32,9 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
 
     ``what`` names the config group in the message (e.g. ``data``, ``callbacks.early_stopping``).
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
         raise UserError(f"config '{what}' has no _target_: pick one with {what.split('.')[0]}=NAME")
     if what == "trainer":
-        from experiment_utils.accelerator_check import check_accelerator
-
         check_accelerator(node)  # trainer=gpu on a machine without CUDA: one line, not Lightning's traceback
     try:
         return instantiate(node, _convert_="all", **kwargs)
@@ -40,7 +42,7 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
         user_error = _root_user_error(exc)
         if user_error is not None:
             raise user_error from None
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc, limit=10_000)
         cause = exc.__cause__
         if isinstance(cause, TypeError | ValueError | ImportError | AttributeError):
             message = f"{message} ({type(cause).__name__}: {cause})" if str(cause) not in message else message
@@ -73,13 +75,10 @@ def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Any]:
 def wandb_run_name_and_group() -> tuple[str | None, str | None]:
     """Run name from the job's command-line overrides and group from the sweep, when Hydra runs the job."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized():
             return None, None
         hc = HydraConfig.get()
-    except (ImportError, ValueError):
+    except ValueError:
         return None, None
     overrides = [o for o in hc.overrides.task if not o.startswith(("hydra.", "logger.", "paths.", "resume="))]
     name = ",".join(overrides) or None
@@ -94,9 +93,6 @@ def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = No
 
     ``wandb_id`` continues that W&B run (a resumed or requeued run logs to the run it started).
     """
-    from experiment_utils.console import quiet_wandb_logger
-    from experiment_utils.wandb_mode import resolve_wandb_mode
-
     loggers: list[Any] = []
     for name, node in _target_nodes(logger_cfg, "logger"):
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))

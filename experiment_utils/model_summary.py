@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch.callbacks import RichModelSummary
+from rich import get_console
+from rich.table import Table
 
 _KEPT_COLUMNS = ("Name", "Type", "Params", "Params per Device")
 
@@ -39,9 +41,6 @@ class ParameterSummary(RichModelSummary):
         **summarize_kwargs: Any,
     ) -> None:
         """Print the table of the modules with parameters."""
-        from rich import get_console
-        from rich.table import Table
-
         names, rows = parameter_rows(summary_data)
         table = Table(header_style=summarize_kwargs.get("header_style", "bold"), box=None, pad_edge=False)
         for name in names:

@@ -7,6 +7,9 @@ import math
 from typing import Any
 
 import lightning.pytorch as pl
+import optuna
+
+from experiment_utils.optuna_search import find_running_trial
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,6 @@ class OptunaPruning(pl.Callback):
         """Find the running trial (rank zero only) when fitting starts."""
         if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
             return
-        import optuna
-
-        from experiment_utils.optuna_search import find_running_trial
-
         pruner = optuna.pruners.PercentilePruner(
             self.percentile, n_startup_trials=self.n_startup_trials, n_warmup_steps=self.n_warmup_steps
         )

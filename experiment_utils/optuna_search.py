@@ -7,7 +7,9 @@
 * :func:`find_running_trial` gives a job its own trial (for pruning) through the study storage, so it also
   works when the job runs in another process (joblib, SLURM) than the sweeper.
 
-Nothing heavy at module scope: optuna is imported inside the functions that need it.
+Nothing heavy at module scope: optuna (seconds to import) is imported inside the functions that need it,
+because scripts/train.py imports this module (through tasks.training and the resolvers) before it checks the
+config, and only Optuna sweeps use it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiment_utils.errors import UserError
@@ -41,7 +46,7 @@ def sqlite_storage(path: str) -> Any:
     in an open transaction, which locks the file for every later write. Reopening the same file with the same
     study name continues the study (``load_if_exists``).
     """
-    from optuna.storages import RDBStorage
+    from optuna.storages import RDBStorage  # lazy: optuna, see the module docstring
 
     url = storage_url(str(path))
     engine_kwargs: dict[str, Any] = {}
@@ -61,13 +66,10 @@ def sqlite_storage(path: str) -> Any:
 def optuna_sweeper_config() -> DictConfig | None:
     """The ``hydra.sweeper`` node when the current job runs inside an Optuna ``-m`` sweep, else None."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized():
             return None
         hc = HydraConfig.get()
-    except (ImportError, ValueError):
+    except ValueError:
         return None
     if hc.mode != RunMode.MULTIRUN or hc.sweeper.get("_target_") != OPTUNA_SWEEPER:
         return None
@@ -108,15 +110,11 @@ def _sweeper_storage(sweeper: DictConfig) -> Any | None:
     if node is None:
         return None
     if isinstance(node, DictConfig):
-        from hydra.utils import instantiate
-
         return instantiate(node)
     return sqlite_storage(str(node))
 
 
 def _job_overrides() -> tuple[list[str], str]:
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     return list(hc.overrides.task), os.path.abspath(hc.runtime.output_dir)
 
@@ -136,7 +134,7 @@ def find_running_trial(pruner: Any = None) -> Any | None:
     if storage is None:
         log.warning("Optuna pruning needs a study storage (hydra.sweeper.storage): pruning is off")
         return None
-    import optuna
+    import optuna  # lazy: see the module docstring
     from optuna.trial import TrialState
 
     overrides, output_dir = _job_overrides()
@@ -170,7 +168,7 @@ def tolerate_no_completed_trial() -> None:
     Optuna raises "Record does not exist", which would hide the per-job errors. The failed jobs are then
     reported by ``hydra_callbacks.FailedJobsReport``, which also makes the sweep exit with status 1.
     """
-    from hydra_plugins.hydra_optuna_sweeper import _impl
+    from hydra_plugins.hydra_optuna_sweeper import _impl  # lazy: imports optuna, see the module docstring
 
     original = _impl.OptunaSweeperImpl.sweep
     if getattr(original, "_tolerates_no_completed_trial", False):
@@ -201,7 +199,7 @@ def continued_sampler_seed(seed: int | None, storage_path: str | None, study_nam
     url = storage_url(str(storage_path))
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         return int(seed)
-    import optuna
+    import optuna  # lazy: see the module docstring
 
     storage = sqlite_storage(str(storage_path))
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}

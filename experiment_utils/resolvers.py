@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from experiment_utils.optuna_search import continued_sampler_seed
 from experiment_utils.run_dirs import claim_unique_dir
-
-
-def _optuna_seed(seed: int | None, storage_path: str | None, study_name: str | None) -> int | None:
-    from experiment_utils.optuna_search import continued_sampler_seed
-
-    return continued_sampler_seed(seed, storage_path, study_name)
 
 
 def register_resolvers() -> None:
     """Register the project's resolvers once (cached per config: a run resolves one folder, one seed)."""
-    for name, function in (("unique_dir", claim_unique_dir), ("optuna_seed", _optuna_seed)):
+    for name, function in (("unique_dir", claim_unique_dir), ("optuna_seed", continued_sampler_seed)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=True)

@@ -8,7 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.constants import HYDRA_DIR, RUN_CONFIG_KEY
 from experiment_utils.errors import UserError, first_line
+from experiment_utils.instantiation import instantiate_node
 
 # Which script serves which LightningModule (by its config _target_).
 MODEL_KINDS = {
@@ -60,7 +62,7 @@ def load_run_checkpoint(
 
     Falls back to the run directory's ``.hydra/config.yaml`` for checkpoints without an embedded config.
     """
-    import torch
+    import torch  # lazy: tasks.training imports this module before the config check (no torch before it)
 
     ckpt_path = Path(path).expanduser()
     if not ckpt_path.is_file():
@@ -75,9 +77,9 @@ def load_run_checkpoint(
         raise UserError(
             f"{ckpt_path} is not a Lightning checkpoint (no state_dict): use one from a run's checkpoints/"
         )
-    run_config = checkpoint.get("run_config")
+    run_config = checkpoint.get(RUN_CONFIG_KEY)
     if run_config is None:
-        saved = ckpt_path.parent.parent / ".hydra" / "config.yaml"
+        saved = ckpt_path.parent.parent / HYDRA_DIR / "config.yaml"
         if not saved.is_file():
             raise UserError(
                 f"{ckpt_path} carries no run config and {saved} does not exist: it was not written by scripts/train.py"
@@ -94,8 +96,6 @@ def load_run_checkpoint(
 
 def build_module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> Any:
     """Instantiate the LightningModule described by ``cfg.model`` and load the checkpoint's weights into it."""
-    from experiment_utils.instantiation import instantiate_node
-
     module = instantiate_node(cfg.model, "model")
     missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
     if missing or unexpected:

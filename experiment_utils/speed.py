@@ -32,6 +32,7 @@ from torch import nn
 from experiment_utils.callbacks import build_module_from_data
 from experiment_utils.distributed import LR_SCALING_RULES, lr_scale_factor
 from experiment_utils.errors import UserError
+from experiment_utils.instantiation import instantiate_node
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,6 @@ class LRScaling(pl.Callback):
 
 def framework_callbacks(cfg: Any) -> list[pl.Callback]:
     """The callbacks every training run gets from ``cfg.speed`` and ``cfg.lr_scaling`` (absent keys: none)."""
-    from experiment_utils.instantiation import instantiate_node
-
     callbacks: list[pl.Callback] = []
     speed = cfg.get("speed")
     if speed is not None:

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from experiment_utils.constants import HYDRA_DIR, METRICS_FILE
+
 
 def attach_run_files(output_dir: Path, cfg: Any = None) -> list[str]:
     """Copy the run's ``metrics.json`` and resolved config (``config.yaml``) into the active W&B run's files.
@@ -20,19 +24,17 @@ def attach_run_files(output_dir: Path, cfg: Any = None) -> list[str]:
         return []
     files_dir = Path(run.dir)
     attached = []
-    metrics = Path(output_dir) / "metrics.json"
+    metrics = Path(output_dir) / METRICS_FILE
     if metrics.is_file():
-        shutil.copyfile(metrics, files_dir / "metrics.json")
-        attached.append("metrics.json")
+        shutil.copyfile(metrics, files_dir / METRICS_FILE)
+        attached.append(METRICS_FILE)
     config_text = None
     if cfg is not None:
         try:
-            from omegaconf import OmegaConf
-
             config_text = OmegaConf.to_yaml(cfg, resolve=True)
         except Exception:  # an interpolation that cannot be resolved any more: fall back to Hydra's copy
             config_text = None
-    hydra_config = Path(output_dir) / ".hydra" / "config.yaml"
+    hydra_config = Path(output_dir) / HYDRA_DIR / "config.yaml"
     if config_text is None and hydra_config.is_file():
         config_text = hydra_config.read_text()
     if config_text is not None:

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from experiment_utils.errors import UserError
+
 VALID_MODES = ("auto", "online", "offline", "disabled")
 
 
@@ -30,8 +32,6 @@ def resolve_wandb_mode(mode: str | None) -> str:
     """
     mode = (mode or "auto").lower()
     if mode not in VALID_MODES:
-        from experiment_utils.errors import UserError
-
         raise UserError(f"logger.wandb.mode={mode!r} is not one of {', '.join(VALID_MODES)}")
     if mode != "auto":
         return mode

@@ -13,6 +13,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from wandb.proto import wandb_internal_pb2
+
 _FILE_HEADER = struct.Struct("<4sHB")
 _CHUNK_HEADER = struct.Struct("<IHB")
 _BLOCK_SIZE = 32 * 1024
@@ -77,8 +79,6 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     ``charts`` (custom charts such as ``wandb.plot.confusion_matrix``: key -> preset id and table key).
     ``run_dir`` is the ``offline-run-*`` folder or the ``.wandb`` file itself.
     """
-    from wandb.proto import wandb_internal_pb2
-
     path = Path(run_dir)
     if path.is_dir():
         files = sorted(path.glob("run-*.wandb"))

@@ -19,7 +19,10 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import wandb
+from PIL import Image
 from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from experiment_utils.errors import UserError
 from experiment_utils.wandb_run import wandb_loggers
@@ -37,8 +40,6 @@ def thumbnail(image: np.ndarray | Tensor, max_side: int) -> np.ndarray:
     """H x W (x C) uint8 thumbnail whose longest side is at most ``max_side``.
 
     Accepts uint8, uint16 or float-in-[0, 1] arrays (H x W or H x W x C) and (C, H, W) tensors."""
-    from PIL import Image
-
     if isinstance(image, Tensor):
         array = image.detach().cpu()
         array = array.permute(1, 2, 0).numpy() if array.ndim == 3 else array.numpy()
@@ -121,12 +122,6 @@ class PerImageTable(pl.Callback):
             self.rows += self._denoiser_rows(names, x[:n], target[:n], outputs[:n])
 
     def _denoiser_rows(self, names: list[str], noisy: Tensor, clean: Tensor, out: Tensor) -> list[list[Any]]:
-        import wandb
-        from torchmetrics.functional.image import (
-            peak_signal_noise_ratio,
-            structural_similarity_index_measure,
-        )
-
         noisy, clean, out = (t.detach().float().clamp(0, 1) for t in (noisy, clean, out))
 
         def psnr(pred: Tensor) -> list[float]:
@@ -147,8 +142,6 @@ class PerImageTable(pl.Callback):
     def _classifier_rows(
         self, module: Any, names: list[str], x: Tensor, y: Tensor, logits: Tensor
     ) -> list[list[Any]]:
-        import wandb
-
         classes = list(module.class_names)
         probs = logits.detach().float().softmax(dim=-1).cpu()
         k = min(self.top_k, probs.shape[-1])
@@ -179,8 +172,6 @@ class PerImageTable(pl.Callback):
         """Log the table to every W&B logger."""
         if not self.rows:
             return
-        import wandb
-
         for logger in wandb_loggers(trainer):
             logger.experiment.log({self.key: wandb.Table(columns=self.columns, data=self.rows)})
         self.rows = []
@@ -195,8 +186,6 @@ def log_confusion_plot(trainer: Any, matrix: np.ndarray, class_names: list[str])
     loggers = wandb_loggers(trainer)
     if not loggers:
         return
-    import wandb
-
     counts = np.asarray(matrix, dtype=np.int64)
     k = counts.shape[0]
     names = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
@@ -214,8 +203,6 @@ def log_prediction_table(
 ) -> None:
     """Log ``scripts/predict.py``'s results as the W&B table ``predict/images``: file, image (thumbnail, for
     the first :data:`PREDICT_TABLE_ROWS`), predicted class, its probability and the top-k."""
-    import wandb
-
     data = []
     for i, (file, top) in enumerate(rows):
         image = wandb.Image(thumbnails[i]) if i < len(thumbnails) else None

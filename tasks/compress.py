@@ -13,8 +13,10 @@ from omegaconf import DictConfig, ListConfig
 from deployment.export import export_onnx, export_safetensors
 from deployment.exported_model import ExportedModel
 from deployment.measure import exported_runner, onnx_parameters, torch_runner
-from deployment.report import Bench, write_report
+from deployment.prune import finetune_overrides, prune_checkpoint
+from deployment.report import Bench, markdown_table, write_report
 from deployment.source import DeploySource, count_parameters, network_of, open_source
+from experiment_utils.atomic import atomic_write
 from experiment_utils.errors import UserError
 from tasks.deployment_common import bench_info, positive_int, prepare
 from tasks.deployment_data import calibration_inputs
@@ -37,6 +39,7 @@ def chosen_methods(value: Any) -> list[str]:
 def quantized_variants(cfg: DictConfig, source: DeploySource, datamodule: Any, bench: Bench, out_dir: Path,
                        methods: list[str]) -> None:  # fmt: skip
     """Export fp32 ONNX (parity-checked) and measure it and each int8 variant."""
+    # lazy: onnx and onnxruntime (deploy extra) are needed by the int8 methods only
     from deployment.quantize import quantize_onnx
 
     onnx_path = export_onnx(
@@ -62,9 +65,6 @@ def quantized_variants(cfg: DictConfig, source: DeploySource, datamodule: Any, b
 
 def pruned_variants(cfg: DictConfig, source: DeploySource, bench: Bench, out_dir: Path) -> dict[str, Any]:
     """Prune, save the checkpoint for fine-tuning, measure it (and the fine-tuned one when given)."""
-    from deployment.prune import finetune_overrides, prune_checkpoint
-    from experiment_utils.atomic import atomic_write
-
     amount = float(cfg.amount)
     pruned, checkpoint = prune_checkpoint(source, amount, bench.inputs)
     ckpt_path = out_dir / "pruned.ckpt"
@@ -106,8 +106,6 @@ def compress(cfg: DictConfig) -> dict[str, Any]:
     report = write_report(
         out_dir, f"Compression of {source.kind}: trade-offs", bench.rows, bench_info(source, bench, **extra)
     )
-    from deployment.report import markdown_table
-
     print(markdown_table(bench.rows))
     if "fine-tune with" in extra:
         print(

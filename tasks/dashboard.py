@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wandb_workspaces.reports.v2 as wr
+import wandb_workspaces.workspaces as ws
+from omegaconf import OmegaConf
+from wandb_workspaces.workspaces import internal
+
+from experiment_utils.constants import HYDRA_DIR, METRICS_FILE
 from experiment_utils.errors import UserError
 
 IGNORED_OVERRIDE_PREFIXES = ("hydra.", "paths.", "logger.", "tags", "task_name")
@@ -51,8 +57,6 @@ class DashboardPlan:
 
 def find_sweep_dir(group: str, outputs: Path) -> Path | None:
     """The multirun folder whose W&B group is ``group`` (``<job name>-<folder name>``), if it is on disk."""
-    from omegaconf import OmegaConf
-
     for folder in sorted(Path(outputs).glob("*/multiruns/*")):
         if not folder.is_dir() or not group.endswith(f"-{folder.name}"):
             continue
@@ -66,16 +70,14 @@ def find_sweep_dir(group: str, outputs: Path) -> Path | None:
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file())
+    return sorted(p for p in sweep_dir.iterdir() if (p / HYDRA_DIR / "overrides.yaml").is_file())
 
 
 def swept_parameters(sweep_dir: Path) -> list[str]:
     """Config keys whose command-line value differs between the sweep's jobs (output/logging keys excluded)."""
-    from omegaconf import OmegaConf
-
     values: dict[str, set[str]] = {}
     for job in _job_dirs(sweep_dir):
-        for override in OmegaConf.load(job / ".hydra" / "overrides.yaml"):
+        for override in OmegaConf.load(job / HYDRA_DIR / "overrides.yaml"):
             key, _, value = str(override).partition("=")
             key = key.lstrip("+~")
             if not key.startswith(IGNORED_OVERRIDE_PREFIXES):
@@ -86,7 +88,7 @@ def swept_parameters(sweep_dir: Path) -> list[str]:
 def sweep_objective(sweep_dir: Path) -> tuple[str, str] | None:
     """The objective (metric, mode) the sweep's jobs recorded in their ``metrics.json``."""
     for job in _job_dirs(sweep_dir):
-        path = job / "metrics.json"
+        path = job / METRICS_FILE
         if path.is_file():
             objective = json.loads(path.read_text()).get("objective") or {}
             if objective.get("metric") and objective.get("mode"):
@@ -101,9 +103,6 @@ def media_keys_for(metric: str) -> list[str]:
 
 def build_workspace(plan: DashboardPlan) -> Any:
     """The ``wandb_workspaces.workspaces.Workspace`` for ``plan`` (not saved)."""
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
-
     objective = [
         wr.LinePlot(title=f"{plan.metric} by epoch", x="epoch", y=[plan.metric]),
         wr.LinePlot(title="training loss", x="Step", y=["train/loss", "train/loss_step"]),
@@ -144,9 +143,6 @@ def workspace_spec(workspace: Any) -> dict[str, Any]:
 
 def workspace_from_spec(spec: dict[str, Any], entity: str | None = None) -> Any:
     """Rebuild a ``Workspace`` from :func:`workspace_spec` output (``entity`` replaces the stored one)."""
-    import wandb_workspaces.workspaces as ws
-    from wandb_workspaces.workspaces import internal
-
     try:
         view = internal.View.model_validate(spec)
     except Exception as exc:

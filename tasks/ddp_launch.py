@@ -18,6 +18,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd, to_absolute_path
+
+import __main__
 from experiment_utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,12 +34,6 @@ _env_before_job: dict[str, str | None] | None = None
 
 def hydra_job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     """Command and cwd that start DDP rank ``local_rank`` of the current Hydra job (single run or sweep)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd, to_absolute_path
-
-    import __main__
-
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN and "joblib" in str(hc.launcher.get("_target_", "")):
         raise UserError(
@@ -66,6 +65,7 @@ def install_hydra_job_subprocess_cmd() -> None:
     global _env_before_job
     if _env_before_job is None:
         _env_before_job = {name: os.environ.get(name) for name in LAUNCHER_ENV_VARS}
+    # lazy: tasks.runner imports this module, and runs before the config is checked must not load Lightning
     from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 

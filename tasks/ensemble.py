@@ -13,6 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from experiment_utils.errors import UserError
+from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint, model_kind
+from lightning_modules.tta import average_into, wrap_tta
 
 
 @dataclass
@@ -62,12 +64,6 @@ def load_members(value: Any, expected_kind: str | None = None) -> tuple[list[Mem
     Returns the members and their kind (``classifier`` / ``denoiser``). Raises UserError when the kinds,
     classes, preprocessing or channels differ, naming the first member that does not match.
     """
-    from experiment_utils.run_checkpoint import (
-        build_module_from_checkpoint,
-        load_run_checkpoint,
-        model_kind,
-    )
-
     members = []
     for path in checkpoint_paths(value):
         checkpoint, run_cfg = load_run_checkpoint(path, expected_kind=expected_kind)
@@ -94,7 +90,5 @@ def load_members(value: Any, expected_kind: str | None = None) -> tuple[list[Mem
 
 def combine(members: list[Member], kind: str, tta: str = "none") -> Any:
     """The first member's module with its network replaced by the members' average under TTA ``tta``."""
-    from lightning_modules.tta import average_into, wrap_tta
-
     module = average_into([m.module for m in members], kind)
     return wrap_tta(module, tta, kind).eval()

@@ -8,8 +8,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiment_utils.console import quiet_lightning_handlers
+from experiment_utils.constants import RUN_CONFIG_KEY
 from experiment_utils.errors import UserError
 from experiment_utils.instantiation import instantiate_loggers, instantiate_node
+from experiment_utils.objective import resolve_objective
+
+# torch, torchmetrics, Lightning, W&B and the project's models are imported inside the functions that use
+# them: scripts/eval.py imports this module before run_task checks the config (a mistyped value costs a
+# second, not the heavy imports' start-up).
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +30,7 @@ def _known_sigma(datamodule: Any) -> float | None:
 def score_baselines(datamodule: Any, names: list[str], sigma: float | None) -> dict[str, dict[str, float]]:
     """PSNR/SSIM of each classical denoiser in ``names`` on the datamodule's (noisy, clean) test images."""
     import numpy as np
-    import torch
+    import torch  # lazy, like the rest of this function's imports: see the note at the top
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
     from lightning_modules.classical_denoisers import BASELINES
@@ -65,7 +72,7 @@ def _robust_attacks(attack_cfg: Any, kind: str) -> dict[str, dict[str, Any]]:
     """The attacks of ``attack=fgsm|pgd``: FGSM with the same eps/norm, plus the PGD when asked for."""
     if not attack_cfg:
         return {}
-    from lightning_modules.adversarial import Attack
+    from lightning_modules.adversarial import Attack  # lazy: imports Lightning (see the note at the top)
 
     if kind != "classifier":
         raise UserError(f"attack=... evaluates classifiers; this checkpoint is a {kind}")
@@ -84,6 +91,20 @@ def _test_metrics(trainer: Any, module: Any, datamodule: Any, verbose: bool = Tr
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
 
 
+def _test_objective(run_cfg: DictConfig, module: Any, metrics: dict[str, float]) -> tuple[str, str]:
+    """(metric, mode) of the run's objective on the test split: ``val/x`` becomes ``test/x``.
+
+    ``auto`` (or an objective the test does not measure) is the model's ``default_objective``.
+    """
+    objective = OmegaConf.create({"objective": run_cfg.get("objective") or {}})
+    metric, mode = resolve_objective(objective, module)
+    metric = metric.replace("val/", "test/", 1)
+    if metric not in metrics:
+        metric, mode = resolve_objective(OmegaConf.create({}), module)
+        metric = metric.replace("val/", "test/", 1)
+    return metric, mode
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test ``cfg.ckpt_path`` on the test split its run config describes (plus ``cfg.data`` overrides).
 
@@ -91,9 +112,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     is scored, then their average. ``tta=flip|x8`` scores the model (or ensemble) without and with test-time
     augmentation (``lightning_modules/tta.py``). The last, complete combination gives the ``test/*`` metrics.
     """
-    import lightning.pytorch as pl
+    import lightning.pytorch as pl  # lazy, like the rest of this function's imports: see the note at the top
 
-    from experiment_utils.console import quiet_lightning_handlers
+    from experiment_utils.wandb_run import WandbRunSetup
+    from experiment_utils.wandb_tables import PerImageTable
     from lightning_modules.adversarial import Attack, RobustAccuracy
     from lightning_modules.tta import transforms_of, wrap_tta
     from tasks.ensemble import combine, load_members
@@ -110,8 +132,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate_node(data_cfg, "data")
     attacks = _robust_attacks(cfg.get("attack"), kind)
     loggers = instantiate_loggers(cfg.get("logger"))
-    from experiment_utils.wandb_run import WandbRunSetup
-    from experiment_utils.wandb_tables import PerImageTable
 
     callbacks: list[Any] = [WandbRunSetup(), PerImageTable()]  # W&B summaries and the per-image table
     if attacks:
@@ -124,7 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             {
                 "ckpt_path": [m.path for m in members] if len(members) > 1 else members[0].path,
                 "tta": tta,
-                "run_config": OmegaConf.to_container(run_cfg),
+                RUN_CONFIG_KEY: OmegaConf.to_container(run_cfg),
             }
         )
     # members and intermediate combinations are scored by a trainer that logs nothing
@@ -158,9 +178,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = _test_metrics(trainer, model, datamodule, verbose=False)  # the task prints the results
     rows.append((name, metrics))
 
-    objective_metric = str(run_cfg.get("objective", {}).get("metric", "val/")).replace("val/", "test/", 1)
-    if objective_metric not in metrics:
-        objective_metric = "test/psnr" if kind == "denoiser" else "test/acc"
+    objective_metric, objective_mode = _test_objective(run_cfg, members[0].module, metrics)
     printed: list[str] = []
     if kind == "denoiser" and trainer.is_global_zero:
         baselines = score_baselines(
@@ -204,7 +222,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             logger.log_metrics(extra)
     return {
         "loggers": loggers,
-        "objective": {"metric": objective_metric, "mode": "max", "best": metrics.get(objective_metric)},
+        "objective": {
+            "metric": objective_metric,
+            "mode": objective_mode,
+            "best": metrics.get(objective_metric),
+        },
         "metrics": dict(sorted({**metrics, **extra}.items())),
         "is_global_zero": trainer.is_global_zero,
         "printed_metrics": printed,

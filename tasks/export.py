@@ -6,13 +6,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from deployment.export import FORMATS, export_file, sidecar_path
-from deployment.measure import exported_runner, torch_runner
+from deployment.exported_model import ExportedModel
+from deployment.measure import exported_runner, onnx_parameters, torch_runner
 from deployment.report import write_report
 from deployment.source import DeploySource, count_parameters, network_of
 from experiment_utils.errors import UserError
+from experiment_utils.run_checkpoint import build_module_from_checkpoint
 from tasks.deployment_common import bench_info, prepare
 
 log = logging.getLogger(__name__)
@@ -20,9 +23,7 @@ log = logging.getLogger(__name__)
 
 def reload_safetensors(source: DeploySource, path: Path) -> Any:
     """A fresh network of the checkpoint's architecture with the weights read back from ``path``."""
-    from safetensors.torch import load_file
-
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint
+    from safetensors.torch import load_file  # lazy: optional (deploy extra), only format=safetensors needs it
 
     network = network_of(build_module_from_checkpoint(source.checkpoint, source.run_cfg), source.kind)
     network.load_state_dict(load_file(str(path)), strict=True)
@@ -34,11 +35,6 @@ def exported_variant(fmt: str, path: Path, source: DeploySource) -> tuple[Any, d
     if fmt == "safetensors":
         network = reload_safetensors(source, path)
         return torch_runner(network), count_parameters(network), "pytorch (safetensors weights)"
-    import torch
-
-    from deployment.exported_model import ExportedModel
-    from deployment.measure import onnx_parameters
-
     model = ExportedModel(path, threads=torch.get_num_threads())
     if fmt == "onnx":
         return exported_runner(model), onnx_parameters(path), "onnxruntime"

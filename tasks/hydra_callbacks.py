@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from experiment_utils.constants import HYDRA_DIR, METRICS_FILE
+from experiment_utils.optuna_search import tolerate_no_completed_trial
 
 
 class HydraConfigInSweeper(Callback):
@@ -23,8 +28,6 @@ class HydraConfigInSweeper(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Register the multirun's config as the current Hydra config before the sweeper is built."""
-        from hydra.core.hydra_config import HydraConfig
-
         if not HydraConfig.initialized():
             HydraConfig.instance().set_config(copy.deepcopy(config))
 
@@ -40,8 +43,6 @@ class DataLoaderWorkersInJoblib(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Restore the platform's start method when this job runs inside a loky worker."""
-        import multiprocessing
-
         if multiprocessing.get_start_method(allow_none=True) == "loky":
             multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
 
@@ -49,13 +50,13 @@ class DataLoaderWorkersInJoblib(Callback):
 def _job_outcomes(sweep_dir: Path) -> list[tuple[Path, str, str]]:
     """``(job folder, status, error)`` for each job folder of a multirun (``metrics.json`` is the record)."""
     outcomes = []
-    for job in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
+    for job in sorted((p for p in sweep_dir.iterdir() if (p / HYDRA_DIR).is_dir()), key=lambda p: p.name):
         try:
-            record = json.loads((job / "metrics.json").read_text())
+            record = json.loads((job / METRICS_FILE).read_text())
             outcomes.append((job, str(record.get("status")), str(record.get("error") or "")))
         except (OSError, ValueError):
             outcomes.append(
-                (job, "failed", "no readable metrics.json: the job died before it could write one")
+                (job, "failed", f"no readable {METRICS_FILE}: the job died before it could write one")
             )
     return outcomes
 
@@ -71,8 +72,6 @@ class FailedJobsReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Let an Optuna search without any completed trial end with this report instead of a traceback."""
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
-            from experiment_utils.optuna_search import tolerate_no_completed_trial
-
             tolerate_no_completed_trial()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -90,7 +89,7 @@ class FailedJobsReport(Callback):
         )
         for job, status, error in failed[:10]:
             print(
-                f"  {job.name}: {status}: {error.splitlines()[0] if error else '-'} ({job / 'metrics.json'})",
+                f"  {job.name}: {status}: {error.splitlines()[0] if error else '-'} ({job / METRICS_FILE})",
                 file=sys.stderr,
             )
         if len(failed) > 10:

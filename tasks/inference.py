@@ -8,26 +8,25 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from datamodules.image_io import IMAGE_EXTENSIONS, from_float, list_images, read_image, to_float, write_image
 from experiment_utils.errors import UserError
+
+# torch, Lightning and the exported-model runtime are imported inside the functions that use them:
+# scripts/denoise.py imports this module before run_task checks the config (a mistyped value costs a second,
+# not torch's start-up), and the model_path= path (an exported file) must never import Lightning.
 
 log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> Any:
-    """torch.device for ``auto`` (GPU when available), ``cpu``, ``cuda`` or ``cuda:N``."""
-    import torch
+    """torch.device for ``auto`` (GPU when available), ``cpu``, ``cuda`` or ``cuda:N`` (config key ``device``)."""
+    from experiment_utils.devices import resolve_device  # lazy: imports torch (see above)
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name} but no CUDA GPU is visible: use device=cpu")
-    return torch.device(name)
+    return resolve_device(name, "device")
 
 
 def plan_outputs(input_path: Path, output_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
     """Pairs (input file, output file) keeping names and sub-folders; refuses to touch any input file."""
-    from datamodules.image_io import IMAGE_EXTENSIONS, list_images
-
     if input_path.is_file():
         if input_path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise UserError(f"{input_path} is not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -59,9 +58,7 @@ def _model_stacks(x: Any, channels: int) -> list[Any]:
 
 
 def _to_chw(image: Any) -> Any:
-    import torch
-
-    from datamodules.image_io import to_float
+    import torch  # lazy: see the note at the top
 
     x = torch.from_numpy(to_float(image))
     return x[None] if x.ndim == 2 else x.permute(2, 0, 1)
@@ -69,17 +66,14 @@ def _to_chw(image: Any) -> Any:
 
 def _from_stacks(outs: list[Any], image: Any) -> Any:
     """Put the denoised stacks of ``image`` back together as an array of its shape and dtype."""
-    import numpy as np
-    import torch
-
-    from datamodules.image_io import from_float
+    import torch  # lazy: see the note at the top
 
     y = torch.cat(outs, dim=0)
     in_channels = 1 if image.ndim == 2 else image.shape[2]
     if y.shape[0] != in_channels:
         y = y.mean(dim=0, keepdim=True)
     y = y[0] if image.ndim == 2 else y.permute(1, 2, 0)
-    return from_float(np.asarray(y.numpy()), image.dtype)
+    return from_float(y.numpy(), image.dtype)
 
 
 def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any) -> Any:
@@ -89,9 +83,9 @@ def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any)
     with ``channels`` and ``denoise(batch)``. A colour image through a grayscale model is denoised channel by
     channel; a grayscale image through a colour model is repeated to three channels and averaged back.
     """
-    import torch
+    import torch  # lazy: see the note at the top
 
-    from lightning_modules.tiled_inference import denoise_tiled
+    from lightning_modules.tiled_inference import denoise_tiled  # lazy: imports torch
 
     stacks = _model_stacks(_to_chw(image), module.channels)
 
@@ -106,7 +100,7 @@ def denoise_array(module: Any, image: Any, tile: int, overlap: int, device: Any)
 def denoise_arrays(module: Any, images: list[Any], tile: int, overlap: int, device: Any) -> list[Any]:
     """Denoise several arrays like ``denoise_array``; those of one shape and dtype that fit in one tile go
     through the network as a single batch (the HTTP server's request batching)."""
-    import torch
+    import torch  # lazy: see the note at the top
 
     groups: dict[Any, list[int]] = {}
     for i, image in enumerate(images):
@@ -146,11 +140,11 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
     if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
-        from deployment.exported_model import ExportedModel
+        from deployment.exported_model import ExportedModel  # lazy: imports torch
 
         return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
-    from lightning_modules.tta import transforms_of
-    from tasks.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of  # lazy: imports torch
+    from tasks.ensemble import combine, load_members  # lazy: imports torch
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
     members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")
@@ -159,8 +153,6 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
 
 def denoise_files(cfg: DictConfig) -> dict[str, Any]:
     """Denoise every image under ``cfg.input`` into ``cfg.output`` with ``cfg.ckpt_path`` or ``cfg.model_path``."""
-    from datamodules.image_io import read_image, write_image
-
     check_model_choice(cfg)
     pairs = plan_outputs(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), bool(cfg.overwrite))
     if int(cfg.tile) <= 2 * int(cfg.overlap):

@@ -10,15 +10,20 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from datamodules.image_io import IMAGE_EXTENSIONS, list_images, read_image
+from experiment_utils.atomic import atomic_write_text
 from experiment_utils.errors import UserError
+from experiment_utils.instantiation import instantiate_loggers
+from tasks.inference import check_model_choice, pick_device
+
+# torch and Lightning are imported inside the functions that use them: scripts/predict.py imports this module
+# before run_task checks the config, and the model_path= path (an exported file) must never import Lightning.
 
 log = logging.getLogger(__name__)
 
 
 def list_inputs(input_path: Path) -> tuple[list[Path], Path]:
     """The image files to classify and the folder their printed names are relative to."""
-    from datamodules.image_io import IMAGE_EXTENSIONS, list_images
-
     if input_path.is_file():
         if input_path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise UserError(f"{input_path} is not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -30,7 +35,7 @@ def list_inputs(input_path: Path) -> tuple[list[Path], Path]:
 
 def eval_transform(preprocess: dict[str, Any]) -> Any:
     """The eval transform a checkpoint was tested with (resize to its input size, centre crop, normalise)."""
-    from datamodules.classification_transforms import build_transform
+    from datamodules.classification_transforms import build_transform  # lazy: imports torch
 
     return build_transform(
         False,
@@ -54,19 +59,17 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
     them (an ensemble: the average of their probabilities), with ``tta=flip`` applied on top; ``model_path``
     is a file written by ``scripts/export.py``.
     """
-    from tasks.inference import check_model_choice
-
     check_model_choice(cfg)
     tta = str(cfg.get("tta") or "none")
     if cfg.get("model_path"):  # no Lightning on this path
         if tta != "none":
             raise UserError("tta= works with ckpt_path= (a checkpoint), not with an exported model_path=")
-        from deployment.exported_model import ExportedModel
+        from deployment.exported_model import ExportedModel  # lazy: imports torch
 
         model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
         return model, dict(model.preprocess or {}), list(model.class_names or [])
-    from lightning_modules.tta import transforms_of
-    from tasks.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of  # lazy: imports torch
+    from tasks.ensemble import combine, load_members  # lazy: imports torch
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
     members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
@@ -92,9 +95,9 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
 def classify_arrays(model: Any, preprocess: dict[str, Any], names: list[str], images: list[Any], k: int,
                     device: Any, transform: Any = None) -> list[list[tuple[str, float]]]:  # fmt: skip
     """Top-``k`` (class name, probability) of each image array (as read by ``read_image``), in one batch."""
-    import torch
+    import torch  # lazy: see the note at the top
 
-    from datamodules.classification_transforms import to_uint8_chw
+    from datamodules.classification_transforms import to_uint8_chw  # lazy: imports torch
 
     transform = transform or eval_transform(preprocess)
     channels = int(preprocess.get("channels", 3))
@@ -110,11 +113,7 @@ def classify_arrays(model: Any, preprocess: dict[str, Any], names: list[str], im
 def predict_files(cfg: DictConfig) -> dict[str, Any]:
     """Classify every image under ``cfg.input`` with ``cfg.ckpt_path`` or ``cfg.model_path``; print (and
     optionally save) the top-k."""
-    from datamodules.classification_transforms import to_uint8_chw
-    from datamodules.image_io import read_image
-    from experiment_utils.atomic import atomic_write_text
-    from experiment_utils.instantiation import instantiate_loggers
-    from tasks.inference import check_model_choice, pick_device
+    from datamodules.classification_transforms import to_uint8_chw  # lazy: imports torch
 
     check_model_choice(cfg)
     files, base = list_inputs(Path(str(cfg.input)).expanduser())
@@ -129,7 +128,11 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))  # logger=wandb: a W&B table of the predictions
     thumbnails: list[Any] | None = None
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        from experiment_utils.wandb_tables import PREDICT_TABLE_ROWS, log_prediction_table, thumbnail
+        from experiment_utils.wandb_tables import (  # lazy: imports W&B and Lightning, only for logger=wandb
+            PREDICT_TABLE_ROWS,
+            log_prediction_table,
+            thumbnail,
+        )
 
         thumbnails = []
     transform = eval_transform(preprocess)

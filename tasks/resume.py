@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from experiment_utils.constants import HYDRA_DIR, METRICS_FILE
 from experiment_utils.errors import UserError
 from experiment_utils.run_dirs import resolve_resume_dir
 
@@ -45,7 +46,7 @@ def _runs_root(args: list[str]) -> Path:
 
 def _recorded_overrides(run_dir: Path) -> list[str]:
     """The overrides the run was last started with: its newest resumption's, else the original ones."""
-    hydra_dir = run_dir / ".hydra"
+    hydra_dir = run_dir / HYDRA_DIR
     resumes = sorted(hydra_dir.glob("resume-*/overrides.yaml"))
     source = resumes[-1] if resumes else hydra_dir / "overrides.yaml"
     overrides = yaml.safe_load(source.read_text()) or []
@@ -75,7 +76,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         *new,
         f'{RESUME_KEY}="{run_dir}"',
         f'hydra.run.dir="{run_dir}"',
-        f"hydra.output_subdir=.hydra/resume-{stamp}",
+        f"hydra.output_subdir={HYDRA_DIR}/resume-{stamp}",
     ]
 
 
@@ -90,7 +91,7 @@ class ResumePoint:
 def _wandb_id(run_dir: Path) -> str | None:
     """The W&B run id a run logged to: from its metrics.json, else from its newest ``wandb/*run-*`` folder."""
     try:
-        record: Any = json.loads((run_dir / "metrics.json").read_text())
+        record: Any = json.loads((run_dir / METRICS_FILE).read_text())
         run_id = (record.get("wandb") or {}).get("id")
         if run_id:
             return str(run_id)

@@ -21,24 +21,15 @@ from experiment_utils.atomic import atomic_write_json
 from experiment_utils.code_version import record_code_version
 from experiment_utils.config_check import check_override_types
 from experiment_utils.console import prepare_console, print_results
+from experiment_utils.constants import METRICS_FILE
 from experiment_utils.distributed import env_rank
 from experiment_utils.errors import RunInterrupted, TrainingDiverged, UserError, first_line
+from experiment_utils.hydra_job import in_multirun
 from experiment_utils.signals import STATE, install_signal_handlers, sigterm_exception_signal
 from experiment_utils.wandb_files import attach_run_files
+from tasks.ddp_launch import release_distributed_job
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
-
-
-def in_multirun() -> bool:
-    """True inside a Hydra ``-m`` job."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except (ImportError, ValueError):
-        return False
 
 
 def _run_info(run: Any) -> dict[str, Any]:
@@ -272,8 +263,6 @@ def _finish(
             attach_run_files(output_dir, cfg)  # metrics.json and the resolved config, into the W&B run
     finish_wandb(exit_code, preempted=record["status"] == "interrupted")
     if in_multirun():
-        from tasks.ddp_launch import release_distributed_job
-
         release_distributed_job()
     if is_zero and completed:
         verbose = bool(cfg.get("verbose", False))

@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+import torch
 from omegaconf import DictConfig, OmegaConf
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from datamodules.image_io import read_image, write_image
+from deployment.exported_model import ExportedModel
 from experiment_utils.errors import UserError
+from experiment_utils.run_checkpoint import load_run_checkpoint, model_kind
+from tasks.inference import check_model_choice, denoise_arrays, load_denoiser
+from tasks.prediction import classify_arrays, eval_transform, load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +160,6 @@ class ImageAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the model once in the worker process."""
-        import torch
-
-        from tasks.inference import load_denoiser
-        from tasks.prediction import eval_transform, load_classifier
-
         cfg = OmegaConf.create(self.cfg)
         self.device = torch.device(device)
         self.kind = self.cfg["kind"]
@@ -172,8 +173,6 @@ class ImageAPI(ls.LitAPI):
 
     def decode_request(self, request: Request) -> Upload | Rejected:  # a dict, see UploadGuard
         """The uploaded image, or the reason it is refused (never raises: see the module docstring)."""
-        from datamodules.image_io import read_image
-
         try:
             data = base64.b64decode(request["data"], validate=True)  # see UploadGuard
         except (KeyError, TypeError, ValueError):
@@ -203,9 +202,6 @@ class ImageAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         """Run the model on the valid uploads of a batch (one call for all of them); refusals pass through."""
-        from tasks.inference import denoise_arrays
-        from tasks.prediction import classify_arrays
-
         items = x if isinstance(x, list) else [x]
         valid = [i for i, item in enumerate(items) if isinstance(item, Upload)]
         arrays = [items[i].array for i in valid]
@@ -227,8 +223,6 @@ class ImageAPI(ls.LitAPI):
 
     def encode_response(self, output: Any) -> Response:
         """The denoised image file, the top-k JSON, or the refusal as JSON with its status."""
-        from datamodules.image_io import write_image
-
         if isinstance(output, Rejected):
             return error_response(output.status, output.detail)
         result, upload, batch_size = output
@@ -243,9 +237,6 @@ class ImageAPI(ls.LitAPI):
 
 def server_config(cfg: DictConfig) -> dict[str, Any]:
     """The plain settings the worker needs, checked; the model kind is read here (fails fast)."""
-    from experiment_utils.run_checkpoint import load_run_checkpoint, model_kind
-    from tasks.inference import check_model_choice
-
     check_model_choice(cfg)
     for key in ("port", "max_batch_size", "max_pixels", "top_k", "tile"):
         value = cfg.get(key)
@@ -254,8 +245,6 @@ def server_config(cfg: DictConfig) -> dict[str, Any]:
     if float(cfg.max_upload_mb) <= 0 or float(cfg.batch_timeout) < 0:
         raise UserError("max_upload_mb must be > 0 and batch_timeout >= 0")
     if cfg.get("model_path"):
-        from deployment.exported_model import ExportedModel
-
         kind = ExportedModel(str(cfg.model_path)).kind
     else:
         kind = model_kind(load_run_checkpoint(str(cfg.ckpt_path))[1])

@@ -7,17 +7,24 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiment_utils.atomic import remove_stale_partials
 from experiment_utils.code_version import record_code_version
+from experiment_utils.console import quiet_lightning_handlers
 from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
 from experiment_utils.objective import extra_objectives, resolve_objective
 from experiment_utils.optuna_search import check_sweeper_direction
 from experiment_utils.requeue import slurm_restart_count
 from experiment_utils.run_checkpoint import check_resumable_checkpoint
 from experiment_utils.wandb_files import loggable_config
+from tasks.ddp_launch import install_hydra_job_subprocess_cmd
 from tasks.resume import resume_point
+
+# Lightning, torch and the modules built on them are imported inside train(): scripts/train.py imports this
+# module before run_task checks the config, so a mistyped value is reported in a second, not after their
+# start-up (tests/test_run_faults.py::test_the_config_is_checked_before_any_heavy_import).
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +49,13 @@ def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
     return out
 
 
-def _hydra_initialized() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.initialized()
-    except ImportError:
-        return False
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (``cfg.train``) and test the best checkpoint (``cfg.test``); return the run's results.
 
     The result holds ``objective`` (metric, mode, best value), ``metrics`` (final train/val/test scalars),
     ``best_checkpoint`` and the logger objects (under ``loggers``, not serialisable).
     """
-    import lightning.pytorch as pl
+    import lightning.pytorch as pl  # lazy, like all of this function's imports: see the note at the top
 
     from experiment_utils.callbacks import (
         AttachLoggersAfterDataSetup,
@@ -66,7 +64,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         count_parameters,
     )
     from experiment_utils.checkpoint_io import AtomicCheckpointIO
-    from experiment_utils.console import quiet_lightning_handlers
     from experiment_utils.run_guards import GracefulInterrupt
     from experiment_utils.speed import framework_callbacks
 
@@ -74,9 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    if _hydra_initialized():
-        from tasks.ddp_launch import install_hydra_job_subprocess_cmd
-
+    if HydraConfig.initialized():
         install_hydra_job_subprocess_cmd()
 
     log.info("Instantiating data <%s>", cfg.data.get("_target_"))

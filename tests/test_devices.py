@@ -1,0 +1,32 @@
+"""The one device resolver (experiment_utils.devices): auto, explicit devices and one-line errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from experiment_utils.devices import resolve_device
+from experiment_utils.errors import UserError
+
+
+def test_auto_is_the_trainers_device_else_cuda_when_visible_else_cpu() -> None:
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    assert resolve_device("auto", trainer=trainer) == torch.device("meta")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu", trainer=trainer) == torch.device("cpu")  # an explicit choice wins
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "", "cpu0"])
+def test_an_invalid_name_is_a_user_error_naming_the_key(name: str) -> None:
+    with pytest.raises(UserError, match=r"^data\.device must be auto, cpu, cuda or cuda:N"):
+        resolve_device(name, "data.device")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_a_user_error(name: str) -> None:
+    with pytest.raises(UserError, match=rf"^device={name} but no CUDA GPU is visible"):
+        resolve_device(name)
