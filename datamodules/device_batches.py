@@ -2,8 +2,8 @@
 
 ``DeviceBatches`` yields one epoch of batches made by a function (the epoch set by Lightning through
 ``sampler.set_epoch``, or a fresh pass number when nobody sets it); ``EvalBatches`` yields fixed val/test
-batches. ``resolve_device`` turns the ``data.device`` option into a device and ``batch_seed`` seeds the
-device generator of one training batch.
+batches. ``batch_seed`` seeds the device generator of one training batch; the ``data.device`` option becomes a
+device through ``experiment_utils.devices.resolve_device``.
 """
 
 from __future__ import annotations
@@ -14,21 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiment_utils.errors import UserError
-
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def resolve_device(device: str, trainer: Any | None) -> torch.device:
-    """``auto`` -> the trainer's device, else CUDA when available, else CPU; other values as given."""
-    if device != "auto":
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise UserError(f"data.device must be auto, cpu, cuda or cuda:N, got {device!r}") from exc
-    if trainer is not None:
-        return trainer.strategy.root_device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class PassCounter:

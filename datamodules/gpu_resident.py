@@ -40,9 +40,9 @@ from datamodules.device_batches import (
     EvalBatches,
     PassCounter,
     batch_seed,
-    resolve_device,
 )
 from datamodules.device_store import DeviceImageStore
+from experiment_utils.devices import resolve_device
 from experiment_utils.distributed import attached_trainer, check_split_covers_world, rank_and_world
 from experiment_utils.errors import UserError
 
@@ -67,7 +67,7 @@ class GPUResidentDenoisingDataModule(DenoisingDataModule):
         self._eval_cache: dict[tuple[str, int, int, str], EvalBatches] = {}
 
     def _device(self) -> torch.device:
-        return resolve_device(self.device_option, attached_trainer(self))
+        return resolve_device(self.device_option, "data.device", attached_trainer(self))
 
     def _ensure_store(self, device: torch.device) -> DeviceImageStore:
         """Put the training images on ``device`` (once per device)."""

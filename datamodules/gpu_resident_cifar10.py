@@ -11,7 +11,8 @@ import torch
 
 from datamodules.cifar10_classification import CIFAR10ClassificationDataModule
 from datamodules.classification_transforms import rgb_to_luma_uint8
-from datamodules.device_batches import DeviceBatches, EvalBatches, PassCounter, batch_seed, resolve_device
+from datamodules.device_batches import DeviceBatches, EvalBatches, PassCounter, batch_seed
+from experiment_utils.devices import resolve_device
 from experiment_utils.distributed import attached_trainer, check_split_covers_world, rank_and_world
 from experiment_utils.errors import UserError
 
@@ -52,7 +53,7 @@ class GPUResidentCIFAR10ClassificationDataModule(CIFAR10ClassificationDataModule
         self._passes = PassCounter()
 
     def _device(self) -> torch.device:
-        return resolve_device(self.device_option, attached_trainer(self))
+        return resolve_device(self.device_option, "data.device", attached_trainer(self))
 
     def _on_device(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 images, int64 labels) of ``split`` on ``device``; training images come reflect-padded."""

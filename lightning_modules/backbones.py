@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from torch import nn
 
+from experiment_utils.constants import RUN_CONFIG_KEY
 from experiment_utils.errors import UserError, first_line
 from experiment_utils.run_checkpoint import build_module_from_checkpoint, model_kind
 
@@ -313,7 +314,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             data = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors
         raise UserError(f"cannot read weights file {file}: {first_line(exc, 160)}") from None
-    if isinstance(data, dict) and "state_dict" in data and "run_config" in data:
+    if isinstance(data, dict) and "state_dict" in data and RUN_CONFIG_KEY in data:
         return _project_checkpoint_weights(data, file)
     if isinstance(data, dict):
         for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
@@ -329,7 +330,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def _project_checkpoint_weights(checkpoint: dict[str, Any], file: Path) -> dict[str, torch.Tensor]:
     """The timm model weights (LoRA merged) of a classifier checkpoint written by scripts/train.py."""
-    run_cfg = OmegaConf.create(checkpoint["run_config"])
+    run_cfg = OmegaConf.create(checkpoint[RUN_CONFIG_KEY])
     kind = model_kind(run_cfg)
     if kind != "classifier":
         raise UserError(

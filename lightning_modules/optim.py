@@ -28,7 +28,7 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_grou
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler, SequentialLR, StepLR
 
-from experiment_utils.errors import UserError
+from experiment_utils.errors import UserError, first_line
 from experiment_utils.instantiation import instantiate_node
 from lightning_modules.config_nodes import require_target
 
@@ -135,9 +135,7 @@ def _call(factory: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> 
     try:
         return factory(*args, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise UserError(
-            f"cannot build '{what}': {str(exc).splitlines()[0]}; check its keys with --cfg job"
-        ) from exc
+        raise UserError(f"cannot build '{what}': {first_line(exc)}; check its keys with --cfg job") from exc
 
 
 def build_optimizer(

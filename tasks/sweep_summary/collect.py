@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
+from experiment_utils.constants import METRICS_FILE
 from experiment_utils.errors import UserError
-from tasks.runner import METRICS_FILE
 
 TRAINABLE_KEY = "model/params_trainable"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from matplotlib.ticker import NullFormatter
 
+from experiment_utils.constants import METRICS_FILE
 from tasks.sweep_summary.plots import new_axes, save_png
 
 
@@ -47,7 +48,7 @@ def multi_objective_jobs(jobs: list[Any]) -> tuple[list[str], list[str], list[tu
     for job in jobs:
         if job.status not in ("completed", "pruned"):
             continue
-        path = Path(job.path) / "metrics.json"
+        path = Path(job.path) / METRICS_FILE
         try:
             objective = json.loads(path.read_text()).get("objective") or {}
         except (OSError, ValueError):
