@@ -37,11 +37,18 @@ FAST_DENOISE = [
 
 
 def run_script(
-    script: str, *overrides: str, cwd: Path, check: bool = True, timeout: float = 600
+    script: str,
+    *overrides: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/<script>`` with Hydra overrides in ``cwd`` (outputs go to ``cwd/outputs``)."""
+    """Run ``scripts/<script>`` with Hydra overrides in ``cwd`` (outputs go to ``cwd/outputs``); ``env`` adds
+    environment variables."""
     cmd = [sys.executable, str(SCRIPTS / script), *overrides]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"

@@ -4,11 +4,12 @@ never named (Lion): trained on the bundled photos, evaluated and reloaded from i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_DENOISE, run_script, single_run_dir
+from tests.conftest import FAST_DENOISE, REPO_ROOT, run_script, single_run_dir
 from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
 
 # the user's config folder, outside conf/: one YAML for their network
@@ -59,8 +60,15 @@ def test_user_network_trains_with_lion_and_learns(user_run: dict) -> None:
 @pytest.mark.slow
 def test_user_network_evaluates_from_its_checkpoint_alone(user_run: dict, tmp_path: Path) -> None:
     record = user_run
+    # the user's package must be importable, as anything a _target_ names: here the repo root holds `tests`
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     proc = run_script(
-        "eval.py", f"ckpt_path={record['best_checkpoint']}", "logger=none", "baselines=[]", cwd=tmp_path
+        "eval.py",
+        f"ckpt_path={record['best_checkpoint']}",
+        "logger=none",
+        "baselines=[]",
+        cwd=tmp_path,
+        env={"PYTHONPATH": pythonpath},
     )
     evaluated = json.loads((single_run_dir(tmp_path, "eval") / "metrics.json").read_text())["metrics"]
     assert evaluated["test/psnr"] == pytest.approx(record["metrics"]["test/psnr"], abs=1e-4)
