@@ -73,7 +73,10 @@ class Distillation(pl.Callback):
             raise UserError(f"distill.teacher works with classifiers, not {type(pl_module).__name__}")
         build_module_from_data(pl_module, stage)  # the student reads its classes from the data first
         checkpoint, run_cfg = load_run_checkpoint(self.teacher_path, expected_kind="classifier")
-        teacher = build_module_from_checkpoint(checkpoint, run_cfg)
+        # building the teacher initialises a network before its weights load: keep that off the global random
+        # stream, so that a run with a teacher draws the same shuffles and dropout masks as one without
+        with torch.random.fork_rng(devices=[]):
+            teacher = build_module_from_checkpoint(checkpoint, run_cfg)
         if list(teacher.class_names or []) != list(pl_module.class_names or []):
             raise UserError(
                 f"the teacher {self.teacher_path} has classes {list(teacher.class_names or [])[:5]}... but the "

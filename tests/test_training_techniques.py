@@ -347,12 +347,14 @@ def test_adversarial_training_raises_pgd_accuracy(
 
 
 # ------------------------------------------------------------------------------------------ distillation
-STUDENT = [*DIGITS, "seed=3", "model.timm_kwargs.widths=[8,16,32]"]  # a quarter of the teacher's parameters
+# a quarter of the teacher's parameters; 5 epochs: over 2 (one of them warm-up) the two students barely part
+# (KL 0.51 vs 0.46, either way by seed), over 5 the distilled one is ~4x closer (0.06 vs 0.23)
+STUDENT = [*DIGITS, "seed=3", "model.timm_kwargs.widths=[8,16,32]", "trainer.max_epochs=5"]
 
 
 @pytest.mark.slow
 def test_distilled_student_is_closer_to_its_teacher(root: Path, plain: dict) -> None:
-    """Assertion chosen for robustness: after the same 2 epochs from the same seed, the student trained with
+    """Assertion chosen for robustness: after the same 5 epochs from the same seed, the student trained with
     the teacher is closer to it (KL(teacher || student) on the validation digits) than the student trained on
     the labels alone. Accuracy is not compared: over 2 epochs the KD student, pulled towards soft targets, can
     trail the other by a few points either way."""
