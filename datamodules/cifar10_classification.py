@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.cifar10_reader import read_cifar10
 from datamodules.classification import (
     ClassificationDataModule,
     SplitData,
@@ -19,6 +20,7 @@ from datamodules.classification import (
     subset,
 )
 from datamodules.loaders import check_int
+from experiment_utils.errors import UserError
 
 
 def _balanced_cap(split: SplitData, cap: int | None, seed: int) -> SplitData:
@@ -62,14 +64,9 @@ class CIFAR10ClassificationDataModule(ClassificationDataModule):
     def prepare_data(self) -> None:
         """Download the archive once (on the first process of each node) when it is missing."""
         if self.download:
-            from datamodules.cifar10_reader import read_cifar10
-
             read_cifar10(self.root, train=False, download=True)
 
     def _load_splits(self) -> dict[str, SplitData]:
-        from datamodules.cifar10_reader import read_cifar10
-        from experiment_utils.errors import UserError
-
         train_images, train_labels, names = read_cifar10(self.root, train=True, download=self.download)
         test_images, test_labels, _ = read_cifar10(self.root, train=False, download=self.download)
         self.class_names = list(names)

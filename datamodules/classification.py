@@ -25,7 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from timm.data import resolve_data_config
+from timm.data import Mixup, resolve_data_config
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import get_pretrained_cfg
 from torch.utils.data import DataLoader, Dataset
@@ -38,6 +38,7 @@ from datamodules.classification_transforms import (
     check_image_size,
     to_uint8_chw,
 )
+from datamodules.image_io import read_image
 from datamodules.loaders import build_loader, check_int, check_pin_memory
 from experiment_utils.distributed import attached_trainer, eval_sampler
 from experiment_utils.errors import UserError
@@ -74,12 +75,7 @@ class ClassificationImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         images = self.split.images
-        if isinstance(images, np.ndarray):
-            array = images[index]
-        else:
-            from datamodules.image_io import read_image
-
-            array = read_image(images[index])
+        array = images[index] if isinstance(images, np.ndarray) else read_image(images[index])
         return self.transform(to_uint8_chw(array, self.channels)), int(self.split.labels[index])
 
 
@@ -176,8 +172,6 @@ class ClassificationDataModule(pl.LightningDataModule):
     # -------------------------------------------------------------------------------------------- config
     @staticmethod
     def _check_mixup(cfg: dict, batch_size: int) -> None:
-        from timm.data import Mixup
-
         try:
             Mixup(**{**cfg, "num_classes": 2, "label_smoothing": 0.0})
         except (TypeError, ValueError, AssertionError) as exc:
@@ -297,8 +291,6 @@ class ClassificationDataModule(pl.LightningDataModule):
             )
         self.splits = splits
         if self.mixup_cfg:
-            from timm.data import Mixup
-
             self._mixup = Mixup(**{**self.mixup_cfg, "num_classes": self.num_classes, "label_smoothing": 0.0})
         log.info(
             "classification data: %d classes, %s train / %s val / %s test images",

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from experiment_utils.errors import UserError
 
@@ -92,8 +93,6 @@ def build_transform(
     crop_pct: float = 1.0,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The train (``train=True``, with the ``augment`` preset) or eval transform for uint8 (C, H, W) tensors."""
-    from torchvision.transforms import v2
-
     mode = v2.InterpolationMode(
         interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
     )

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from datamodules.image_folder import ImageFolderDataModule
+from datamodules.image_io import write_image
 from experiment_utils.atomic import atomic_write_text
 
 DONE_MARKER = ".complete"
@@ -22,8 +24,6 @@ DONE_MARKER = ".complete"
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(images N x 8 x 8 uint8 in 0-255, labels N int64) of scikit-learn's digits."""
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     return images, digits.target.astype(np.int64)
@@ -34,8 +34,6 @@ def write_digits_folder(root: str | os.PathLike[str], limit: int | None = None) 
 
     ``limit`` keeps only the first N images (for tests). Returns ``root``.
     """
-    from datamodules.image_io import write_image
-
     folder = Path(root).expanduser()
     if (folder / DONE_MARKER).is_file():
         return folder

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from datamodules.classification import (
     ClassificationDataModule,
@@ -26,6 +27,7 @@ from datamodules.classification import (
     stratified_split,
     subset,
 )
+from datamodules.image_io import list_images, read_image
 from datamodules.loaders import check_int
 from experiment_utils.errors import UserError, first_line
 
@@ -34,8 +36,6 @@ log = logging.getLogger(__name__)
 
 def scan_class_folders(folder: Path) -> dict[str, list[Path]]:
     """``{class name: sorted image files}`` for every non-hidden sub-folder of ``folder``."""
-    from datamodules.image_io import list_images
-
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist; point data.root at your images")
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -57,15 +57,11 @@ def scan_class_folders(folder: Path) -> dict[str, list[Path]]:
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of an image file from its header; UserError naming the file when it cannot be read."""
     try:
-        from PIL import Image
-
         with Image.open(path) as image:
             width, height = image.size
         return int(height), int(width)
     except Exception:  # Pillow cannot open every TIFF that image_io reads: decode fully before giving up
         try:
-            from datamodules.image_io import read_image
-
             array = read_image(path)
             return int(array.shape[0]), int(array.shape[1])
         except Exception as exc:

@@ -29,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from experiment_utils.errors import UserError
 
@@ -183,8 +184,6 @@ class RobustAccuracy(pl.Callback):
         self._metrics: dict[str, Any] = {}
 
     def _metric(self, split: str, name: str, device: torch.device) -> Any:
-        from torchmetrics import MeanMetric
-
         key = f"{split}/acc_{name}"
         if key not in self._metrics:
             self._metrics[key] = MeanMetric().to(device)

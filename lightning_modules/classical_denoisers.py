@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from experiment_utils.errors import UserError
 
@@ -65,8 +66,6 @@ def _finish(result: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def tv_chambolle(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
     """Total-variation denoising (Chambolle), weight ``TV_WEIGHT_PER_SIGMA * sigma``; same shape/dtype out."""
-    from skimage.restoration import denoise_tv_chambolle
-
     image, channel_axis = _prepare(noisy)
     weight = TV_WEIGHT_PER_SIGMA * _sigma(image, channel_axis, sigma)
     if weight == 0:
@@ -79,8 +78,6 @@ def nl_means(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
 
     Returns an array of the input's shape and float dtype, clipped to [0, 1].
     """
-    from skimage.restoration import denoise_nl_means
-
     image, channel_axis = _prepare(noisy)
     sig = _sigma(image, channel_axis, sigma)
     if sig == 0:

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def _render(fig: Any) -> np.ndarray:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -26,8 +26,6 @@ def confusion_matrix_image(matrix: np.ndarray, class_names: Sequence[str]) -> np
 
     Cell text is drawn for up to 20 classes and tick labels for up to 50; larger matrices are drawn as a heat map.
     """
-    from matplotlib.figure import Figure
-
     counts = np.asarray(matrix, dtype=np.int64)
     k = counts.shape[0]
     names = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
@@ -56,8 +54,6 @@ def confusion_matrix_image(matrix: np.ndarray, class_names: Sequence[str]) -> np
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 8) -> np.ndarray:
     """Grid of H x W x C float images in [0, 1] (gray or RGB), each with its title above it."""
-    from matplotlib.figure import Figure
-
     n = len(images)
     columns = max(1, min(columns, n))
     rows = math.ceil(n / columns)

@@ -12,7 +12,9 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from experiment_utils.errors import UserError
+from experiment_utils.image_logging import log_image_panels
 from experiment_utils.plain_config import to_plain
+from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from lightning_modules.config_nodes import build_module
 from lightning_modules.optim import check_optimization, configure_optimization
 from lightning_modules.step_logging import should_log_step
@@ -133,8 +135,6 @@ class DenoiserModule(pl.LightningModule):
         the file later. The network must have the same architecture: a UserError names the settings to use
         (e.g. ``model.net.width`` of a pruned checkpoint written by scripts/compress.py).
         """
-        from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
-
         checkpoint, run_cfg = load_run_checkpoint(path, expected_kind="denoiser")
         source = build_module_from_checkpoint(checkpoint, run_cfg).net.state_dict()
         own = self.net.state_dict()
@@ -231,8 +231,6 @@ class DenoiserModule(pl.LightningModule):
 
     def _log_panels(self) -> None:
         """Send ``noisy | denoised | clean`` panels of the collected samples to the loggers."""
-        from experiment_utils.image_logging import log_image_panels
-
         images, captions = [], []
         for i, (noisy, denoised, clean) in enumerate(self._panel_samples):
             images.append(make_panel(noisy, denoised, clean))
