@@ -13,6 +13,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.loggers.logger import Logger  # noqa: E402
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
+from lightning_modules.classifier_scoring import classification_loss  # noqa: E402
 from lightning_modules.denoiser import DenoiserModule  # noqa: E402
 from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean  # noqa: E402
 
@@ -57,7 +58,7 @@ class ClassifierLoggingEveryStep(ClassifierModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y)
+        loss = classification_loss(logits, y, self.hparams["label_smoothing"])
         self.train_acc(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
