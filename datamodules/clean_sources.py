@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import skimage.data
 
-from datamodules.components import build_component
 from experiment_utils.errors import UserError
+from experiment_utils.instantiation import build_instance
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -122,7 +122,7 @@ class CleanSource(ABC):
 
 def build_source(node: Any, what: str = "data.source") -> CleanSource:
     """The ``CleanSource`` of a ``_target_`` config node (or a source as is); None = ``DEFAULT_SOURCE``."""
-    return build_component(DEFAULT_SOURCE if node is None else node, CleanSource, what)
+    return build_instance(DEFAULT_SOURCE if node is None else node, CleanSource, what)
 
 
 # --------------------------------------------------------------------------------------------- splitting

@@ -36,13 +36,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.clean_sources import SPLITS, CleanSource, ImageItem, Splits, build_source
-from datamodules.components import is_plain
 from datamodules.denoising_datasets import EvalImages, PatchSampler, TrainPatches
 from datamodules.loaders import build_loader, check_int, check_pin_memory
 from datamodules.noise import NoiseModel, build_noise
 from experiment_utils.distributed import attached_trainer, eval_sampler, rank_and_world
 from experiment_utils.errors import UserError
-from experiment_utils.plain_config import to_plain
+from experiment_utils.plain_config import is_plain, to_plain
 
 log = logging.getLogger(__name__)
 

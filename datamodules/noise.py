@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from datamodules.components import build_component
 from experiment_utils.errors import UserError
+from experiment_utils.instantiation import build_instance
 
 DEFAULT_NOISE: dict[str, Any] = {"_target_": "datamodules.noise.GaussianNoise", "sigma": 25.0}
 """The noise of a data module built without one (conf/data/noise/gaussian.yaml)."""
@@ -184,4 +184,4 @@ class SaltPepperNoise(NoiseModel):
 
 def build_noise(node: Any, what: str = "data.noise") -> NoiseModel:
     """The ``NoiseModel`` of a ``_target_`` config node (or a model as is); None = ``DEFAULT_NOISE``."""
-    return build_component(DEFAULT_NOISE if node is None else node, NoiseModel, what)
+    return build_instance(DEFAULT_NOISE if node is None else node, NoiseModel, what)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -14,7 +15,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiment_utils.accelerator_check import check_accelerator
 from experiment_utils.console import quiet_wandb_logger
 from experiment_utils.errors import UserError, first_line
+from experiment_utils.plain_config import to_plain
 from experiment_utils.wandb_mode import resolve_wandb_mode
+
+T = TypeVar("T")
 
 
 def _root_user_error(exc: BaseException) -> UserError | None:
@@ -50,6 +54,39 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
         raise
     except UserError:
         raise
+
+
+def require_target(node: Any, what: str) -> dict[str, Any]:
+    """``node`` as a plain dict, or a one-line UserError naming the preset group when it has no ``_target_``.
+
+    For the parts that models and data modules keep as plain dicts and build themselves (``model.net``,
+    ``model.optimizer``, ``data.noise``, ``data.source``, ...).
+    """
+    node = to_plain(node)
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        group = what.replace(".", "/")
+        raise UserError(
+            f"{what} must be a config node with a _target_, got {node!r}; "
+            f"pick a preset with {group}=NAME (conf/{group}/) or give {what}._target_=package.module.Class"
+        )
+    return dict(node)
+
+
+def build_instance(node: Any, interface: type[T], what: str, label: str | None = None) -> T:
+    """The ``interface`` instance a ``_target_`` node describes (an instance already is used as is).
+
+    ``what`` names the config key in messages; ``label`` how the interface is named there (default: its name).
+    """
+    if isinstance(node, interface):
+        return node
+    plain = require_target(node, what)
+    built = instantiate_node(plain, what)
+    if not isinstance(built, interface):
+        raise UserError(
+            f"{what} must build a {label or interface.__name__}, got {type(built).__name__}: "
+            f"{plain['_target_']} is not a {interface.__name__}"
+        )
+    return built
 
 
 def _target_nodes(group_cfg: DictConfig | None, group: str) -> list[tuple[str, DictConfig]]:

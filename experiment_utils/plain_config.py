@@ -39,3 +39,14 @@ def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> Any:
         extra = " or null" if allow_none else ""
         raise UserError(f"{key} must be an integer >= {low}{extra}, got {value!r}")
     return value
+
+
+def is_plain(value: Any) -> bool:
+    """True for None, numbers, strings and (nested) dicts/lists of them: what a checkpoint may store."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    return False

@@ -7,15 +7,15 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from experiment_utils.errors import UserError
 from experiment_utils.image_logging import log_image_panels
+from experiment_utils.instantiation import build_instance
 from experiment_utils.plain_config import to_plain
 from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
-from lightning_modules.config_nodes import build_module
 from lightning_modules.optim import check_optimization, configure_optimization
 from lightning_modules.step_logging import should_log_step
 
@@ -92,10 +92,10 @@ class DenoiserModule(pl.LightningModule):
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
             }
         )
-        self.net = build_module(net, "model.net")
+        self.net = build_instance(net, nn.Module, "model.net", "torch.nn.Module")
         # the input check in forward(): the network's own channels, else its config's
         self.channels: int | None = getattr(self.net, "channels", net.get("channels"))
-        self.loss_fn = build_module(loss, "model.loss")
+        self.loss_fn = build_instance(loss, nn.Module, "model.loss", "torch.nn.Module")
         check_optimization(optimizer, scheduler)  # fail now, not after data setup
         self.num_panels = num_panels
 

@@ -29,8 +29,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler, SequentialLR, StepLR
 
 from experiment_utils.errors import UserError, first_line
-from experiment_utils.instantiation import instantiate_node
-from lightning_modules.config_nodes import require_target
+from experiment_utils.instantiation import instantiate_node, require_target
 
 
 def _group_label(name: str, head: str | None, layer: int | None) -> str:

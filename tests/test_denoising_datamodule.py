@@ -140,7 +140,7 @@ def test_skimage_and_argument_errors():
         DenoisingDataModule(source=photos({"train": ["moon"], "val": ["moon"]})).setup()
     with pytest.raises(UserError, match=r"patch_size 600 is larger than training image"):
         DenoisingDataModule(source=photos(SMALL), patch_size=600).setup()
-    with pytest.raises(UserError, match=r"data\.source must be a config with a _target_"):
+    with pytest.raises(UserError, match=r"data\.source must be a config node with a _target_"):
         DenoisingDataModule(source="imagenet")
     with pytest.raises(UserError, match=r"data\.source\.root is not set"):
         DenoisingDataModule(source=cifar10(Path("x")) | {"root": None})
@@ -150,7 +150,7 @@ def test_skimage_and_argument_errors():
         DenoisingDataModule(source={"_target_": "datamodules.noise.GaussianNoise", "sigma": 5})
     with pytest.raises(UserError, match="channels"):
         DenoisingDataModule(channels=2)
-    with pytest.raises(UserError, match=r"data\.noise must be a config with a _target_"):
+    with pytest.raises(UserError, match=r"data\.noise must be a config node with a _target_"):
         DenoisingDataModule(noise={"kind": "blur"})
     with pytest.raises(UserError, match=r"cannot build 'data\.noise'.*sigmaa"):
         DenoisingDataModule(noise={"_target_": "datamodules.noise.GaussianNoise", "sigmaa": 5})

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from experiment_utils.errors import UserError
-from lightning_modules.config_nodes import build_module
+from experiment_utils.instantiation import build_instance
 from lightning_modules.losses import CharbonnierLoss
 from lightning_modules.optim import build_optimizer, build_scheduler, check_optimization
 
@@ -28,8 +28,8 @@ def _pair() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_loss_nodes_match_torch() -> None:
     a, b = _pair()
-    mse = build_module({"_target_": "torch.nn.MSELoss"}, "model.loss")
-    l1 = build_module({"_target_": "torch.nn.L1Loss"}, "model.loss")
+    mse = build_instance({"_target_": "torch.nn.MSELoss"}, nn.Module, "model.loss", "torch.nn.Module")
+    l1 = build_instance({"_target_": "torch.nn.L1Loss"}, nn.Module, "model.loss", "torch.nn.Module")
     torch.testing.assert_close(mse(a, b), torch.mean((a - b) ** 2))
     torch.testing.assert_close(l1(a, b), torch.mean((a - b).abs()))
 
@@ -38,7 +38,12 @@ def test_charbonnier_is_l1_for_small_eps_and_larger_for_big_eps() -> None:
     a, b = _pair()
     l1 = torch.mean((a - b).abs())
     assert abs(CharbonnierLoss(eps=1e-6)(a, b) - l1) < 1e-5
-    big = build_module({"_target_": "lightning_modules.losses.CharbonnierLoss", "eps": 0.1}, "model.loss")
+    big = build_instance(
+        {"_target_": "lightning_modules.losses.CharbonnierLoss", "eps": 0.1},
+        nn.Module,
+        "model.loss",
+        "torch.nn.Module",
+    )
     assert isinstance(big, CharbonnierLoss) and big.eps == 0.1
     assert big(a, b) > l1 + 1e-3
     assert CharbonnierLoss()(a, a) == pytest.approx(1e-3)  # default eps: sqrt(eps**2) at zero error
@@ -55,7 +60,7 @@ def test_charbonnier_is_l1_for_small_eps_and_larger_for_big_eps() -> None:
 )
 def test_bad_losses_are_user_errors(node: dict, match: str) -> None:
     with pytest.raises(UserError, match=match):
-        build_module(node, "model.loss")
+        build_instance(node, nn.Module, "model.loss", "torch.nn.Module")
 
 
 def _model() -> nn.Module:

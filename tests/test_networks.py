@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from experiment_utils.errors import UserError
-from lightning_modules.config_nodes import build_module
+from experiment_utils.instantiation import build_instance
 
 TARGETS = {
     "dncnn": "lightning_modules.networks.dncnn.DnCNN",
@@ -19,7 +20,9 @@ TARGETS = {
 def build_denoiser_net(cfg: dict) -> torch.nn.Module:
     """The network of a ``model.net`` node written with a short name instead of its ``_target_``."""
     options = dict(cfg)
-    return build_module({"_target_": TARGETS[options.pop("name")], **options}, "model.net")
+    return build_instance(
+        {"_target_": TARGETS[options.pop("name")], **options}, nn.Module, "model.net", "torch.nn.Module"
+    )
 
 
 SMALL_NETS = {
@@ -105,22 +108,32 @@ def test_unet_residual_zero_output_layer_is_identity() -> None:
 
 def test_node_accepts_dictconfig() -> None:
     cfg = OmegaConf.create({"_target_": TARGETS["conv_autoencoder"], "channels": 1, "widths": [4, 4, 4]})
-    assert build_module(cfg, "model.net")(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    assert build_instance(cfg, nn.Module, "model.net", "torch.nn.Module")(torch.rand(1, 1, 8, 8)).shape == (
+        1,
+        1,
+        8,
+        8,
+    )
 
 
 def test_unknown_target_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"model\.net"):
-        build_module({"_target_": "lightning_modules.networks.resnet.ResNet9000"}, "model.net")
+        build_instance(
+            {"_target_": "lightning_modules.networks.resnet.ResNet9000"},
+            nn.Module,
+            "model.net",
+            "torch.nn.Module",
+        )
 
 
 def test_node_without_target_names_the_preset_group() -> None:
     with pytest.raises(UserError, match=r"model/net=NAME \(conf/model/net/\)"):
-        build_module({"name": "dncnn", "channels": 1}, "model.net")
+        build_instance({"name": "dncnn", "channels": 1}, nn.Module, "model.net", "torch.nn.Module")
 
 
 def test_target_that_is_no_module_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"must build a torch\.nn\.Module, got dict"):
-        build_module({"_target_": "builtins.dict", "a": 1}, "model.net")
+        build_instance({"_target_": "builtins.dict", "a": 1}, nn.Module, "model.net", "torch.nn.Module")
 
 
 def test_unknown_kwarg_names_it() -> None:
