@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,6 +13,7 @@ from skimage import data
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils.errors import UserError
+from lightning_modules import denoiser as denoiser_module
 from lightning_modules.denoiser import DenoiserModule
 
 SIGMA = 25 / 255
@@ -85,18 +84,13 @@ def _trainer(**kwargs: object) -> pl.Trainer:
 
 @pytest.fixture
 def panel_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Record calls to experiment_utils.image_logging.log_image_panels (placeholder module if missing)."""
+    """Record the denoiser's calls to ``log_image_panels`` (experiment_utils.image_logging)."""
     calls: list[dict] = []
 
     def fake(trainer: object, key: str, images: list, captions: list | None = None) -> None:
         calls.append({"key": key, "images": images, "captions": captions, "step": trainer.global_step})
 
-    try:
-        import experiment_utils.image_logging as module
-    except ImportError:
-        module = types.ModuleType("experiment_utils.image_logging")
-        monkeypatch.setitem(sys.modules, "experiment_utils.image_logging", module)
-    monkeypatch.setattr(module, "log_image_panels", fake, raising=False)
+    monkeypatch.setattr(denoiser_module, "log_image_panels", fake)
     return calls
 
 
