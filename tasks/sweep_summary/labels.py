@@ -59,6 +59,7 @@ def param_label(name: str, log_scale: bool) -> str:
 
 
 def is_numeric(values: list[Any]) -> bool:
+    """True when every value is a number (booleans are not): such a parameter gets a numeric axis."""
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
