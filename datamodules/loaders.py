@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from experiment_utils import plain_config
+from experiment_utils.devices import resolve_device
 from experiment_utils.errors import UserError
 
 
@@ -33,9 +33,7 @@ def resolve_pin_memory(pin_memory: bool | str, trainer: Any | None) -> bool:
     machine) is a CUDA GPU."""
     if pin_memory != "auto":
         return bool(pin_memory)
-    if trainer is not None:
-        return trainer.strategy.root_device.type == "cuda"
-    return torch.cuda.is_available()
+    return resolve_device("auto", "data.pin_memory", trainer).type == "cuda"
 
 
 def build_loader(
