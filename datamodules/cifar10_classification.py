@@ -20,7 +20,7 @@ from datamodules.classification import (
     subset,
 )
 from datamodules.loaders import check_int
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 
 def _balanced_cap(split: SplitData, cap: int | None, seed: int) -> SplitData:

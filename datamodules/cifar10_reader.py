@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiment_utils.atomic import atomic_write
-from experiment_utils.errors import UserError
+from imagelab.core.atomic import atomic_write
+from imagelab.core.errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 """Where the official archive is downloaded from (override in tests)."""

@@ -40,9 +40,9 @@ from datamodules.classification_transforms import (
 )
 from datamodules.image_io import read_image
 from datamodules.loaders import build_loader, check_int, check_pin_memory
-from experiment_utils.distributed import attached_trainer, eval_sampler
-from experiment_utils.errors import UserError
-from experiment_utils.plain_config import to_plain
+from imagelab.core.distributed import attached_trainer, eval_sampler
+from imagelab.core.errors import UserError
+from imagelab.core.plain_config import to_plain
 
 log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 AUGMENT_PRESETS: tuple[str, ...] = ("none", "crop_flip", "strong")
 STRONG_POLICIES: tuple[str, ...] = ("randaugment", "trivialaugment")

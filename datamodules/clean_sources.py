@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import skimage.data
 
-from experiment_utils.errors import UserError
-from experiment_utils.instantiation import build_instance
+from imagelab.config.instantiation import build_instance
+from imagelab.core.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

@@ -11,7 +11,7 @@ most W - 1 patches).
 
 Val/test: every image of the split, centre-cropped to ``eval_crop``, with noise drawn by a generator seeded
 from (noise_seed, split, image index): batches are bit-identical across epochs, runs and DataLoader settings.
-Under DDP every val/test image is scored exactly once (``experiment_utils.distributed.eval_sampler``):
+Under DDP every val/test image is scored exactly once (``imagelab.core.distributed.eval_sampler``):
 process r gets images r, r + W, ...; processes may run one batch more or less than each other, and the last
 batch of a process may be partial (nothing is padded or dropped).
 If ``eval_crop`` is larger than the smallest image of a split the crop is reduced to that image's smaller
@@ -39,9 +39,9 @@ from datamodules.clean_sources import SPLITS, CleanSource, ImageItem, Splits, bu
 from datamodules.denoising_datasets import EvalImages, PatchSampler, TrainPatches
 from datamodules.loaders import build_loader, check_int, check_pin_memory
 from datamodules.noise import NoiseModel, build_noise
-from experiment_utils.distributed import attached_trainer, eval_sampler, rank_and_world
-from experiment_utils.errors import UserError
-from experiment_utils.plain_config import is_plain, to_plain
+from imagelab.core.distributed import attached_trainer, eval_sampler, rank_and_world
+from imagelab.core.errors import UserError
+from imagelab.core.plain_config import is_plain, to_plain
 
 log = logging.getLogger(__name__)
 

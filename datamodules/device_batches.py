@@ -3,7 +3,7 @@
 ``DeviceBatches`` yields one epoch of batches made by a function (the epoch set by Lightning through
 ``sampler.set_epoch``, or a fresh pass number when nobody sets it); ``EvalBatches`` yields fixed val/test
 batches. ``batch_seed`` seeds the device generator of one training batch; the ``data.device`` option becomes a
-device through ``experiment_utils.devices.resolve_device``.
+device through ``imagelab.core.devices.resolve_device``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 RGB_TO_GRAY = (0.2125, 0.7154, 0.0721)
 """Luminance weights of ``skimage.color.rgb2gray`` (what the loader path uses for channels=1)."""

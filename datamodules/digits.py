@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.image_io import write_image
-from experiment_utils.atomic import atomic_write_text
+from imagelab.core.atomic import atomic_write_text
 
 DONE_MARKER = ".complete"
 

@@ -29,7 +29,7 @@ from datamodules.clean_sources import (
 )
 from datamodules.image_io import list_images, read_image
 from datamodules.loaders import check_int
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 
 def _root(root: str | os.PathLike[str] | None, what: str) -> Path:

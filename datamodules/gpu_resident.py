@@ -42,9 +42,9 @@ from datamodules.device_batches import (
     batch_seed,
 )
 from datamodules.device_store import DeviceImageStore
-from experiment_utils.devices import resolve_device
-from experiment_utils.distributed import attached_trainer, check_split_covers_world, rank_and_world
-from experiment_utils.errors import UserError
+from imagelab.core.devices import resolve_device
+from imagelab.core.distributed import attached_trainer, check_split_covers_world, rank_and_world
+from imagelab.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

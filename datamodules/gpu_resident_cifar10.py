@@ -12,9 +12,9 @@ import torch
 from datamodules.cifar10_classification import CIFAR10ClassificationDataModule
 from datamodules.classification_transforms import rgb_to_luma_uint8
 from datamodules.device_batches import DeviceBatches, EvalBatches, PassCounter, batch_seed
-from experiment_utils.devices import resolve_device
-from experiment_utils.distributed import attached_trainer, check_split_covers_world, rank_and_world
-from experiment_utils.errors import UserError
+from imagelab.core.devices import resolve_device
+from imagelab.core.distributed import attached_trainer, check_split_covers_world, rank_and_world
+from imagelab.core.errors import UserError
 
 
 def _split_on_device(images: np.ndarray, channels: int, device: torch.device) -> torch.Tensor:

@@ -29,7 +29,7 @@ from datamodules.classification import (
 )
 from datamodules.image_io import list_images, read_image
 from datamodules.loaders import check_int
-from experiment_utils.errors import UserError, first_line
+from imagelab.core.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from experiment_utils.atomic import atomic_write
-from experiment_utils.errors import UserError, first_line
+from imagelab.core.atomic import atomic_write
+from imagelab.core.errors import UserError, first_line
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 """File name endings (compared case-insensitively) that ``list_images`` picks up."""

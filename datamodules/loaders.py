@@ -11,9 +11,9 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from experiment_utils import plain_config
-from experiment_utils.devices import resolve_device
-from experiment_utils.errors import UserError
+from imagelab.core import plain_config
+from imagelab.core.devices import resolve_device
+from imagelab.core.errors import UserError
 
 
 def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:

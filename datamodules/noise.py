@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from experiment_utils.errors import UserError
-from experiment_utils.instantiation import build_instance
+from imagelab.config.instantiation import build_instance
+from imagelab.core.errors import UserError
 
 DEFAULT_NOISE: dict[str, Any] = {"_target_": "datamodules.noise.GaussianNoise", "sigma": 25.0}
 """The noise of a data module built without one (conf/data/noise/gaussian.yaml)."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 NORMS = ("Linf", "L2")
 

@@ -32,9 +32,9 @@ from safetensors.torch import load_file
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from torch import nn
 
-from experiment_utils.constants import RUN_CONFIG_KEY
-from experiment_utils.errors import UserError, first_line
-from experiment_utils.run_checkpoint import build_module_from_checkpoint, model_kind
+from imagelab.config.run_checkpoint import build_module_from_checkpoint, model_kind
+from imagelab.core.constants import RUN_CONFIG_KEY
+from imagelab.core.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

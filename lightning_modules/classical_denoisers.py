@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 # TV weight = 1.0 * sigma: in a sweep of 0.4-1.5 x sigma on 4 skimage images at sigma 15, 25, 50 (/255) it was
 # within 0.8 dB of the best factor at every level.

@@ -1,7 +1,7 @@
 """Images the classifier logs at test time: a confusion matrix and a grid of misclassified images.
 
 Both are drawn with matplotlib's object API on an Agg canvas (no pyplot, no display needed) and returned as
-H x W x 3 uint8 arrays for ``experiment_utils.image_logging.log_image_panels``.
+H x W x 3 uint8 arrays for ``imagelab.tracking.image_logging.log_image_panels``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from experiment_utils.errors import UserError
-from experiment_utils.plain_config import to_plain
+from imagelab.core.errors import UserError
+from imagelab.core.plain_config import to_plain
 from lightning_modules import classifier_scoring as scoring
 from lightning_modules.classifier_net import ClassifierNet, base_model, check_classes, classes_for_data
 from lightning_modules.error_gallery import ConfidentErrors
@@ -176,7 +176,7 @@ class ClassifierModule(pl.LightningModule):
         The data flows one way: the module reads ``self.trainer.datamodule.data_config()``; the datamodule
         knows nothing of the model. Idempotent per stage and datamodule: Lightning sets up callbacks before
         the module, so callbacks that need the final network in their own ``setup`` (channels-last, compile,
-        distillation) call it first (``experiment_utils.callbacks.build_module_from_data``).
+        distillation) call it first (``imagelab.callbacks.run_config.build_module_from_data``).
         """
         stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -203,7 +203,7 @@ class ClassifierModule(pl.LightningModule):
     def config_from_data(self) -> dict[str, Any]:
         """The ``model.*`` config values learnt from the data in ``setup`` (classes, preprocessing).
 
-        ``experiment_utils.callbacks.RunConfigInCheckpoint`` (the only writer of the checkpoint's run config)
+        ``imagelab.callbacks.run_config.RunConfigInCheckpoint`` (the only writer of the checkpoint's run config)
         merges them into its ``model`` node, so the checkpoint rebuilds this very model."""
         return {
             "num_classes": self.num_classes,
@@ -288,7 +288,7 @@ class ClassifierModule(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Update the test metrics and the confusion matrix; keep the most confident misclassified images.
 
-        Returns the logits (for callbacks such as ``experiment_utils.wandb_tables.PerImageTable``)."""
+        Returns the logits (for callbacks such as ``imagelab.tracking.wandb_tables.PerImageTable``)."""
         x, y = batch
         logits = self(x)
         self.test_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))

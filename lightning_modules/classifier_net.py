@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from lightning_modules.backbones import (
     create_backbone,
     head_module_name,

@@ -13,8 +13,8 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from experiment_utils.image_logging import log_image_panels
-from experiment_utils.wandb_tables import log_confusion_plot
+from imagelab.tracking.image_logging import log_image_panels
+from imagelab.tracking.wandb_tables import log_confusion_plot
 from lightning_modules.classification_plots import confusion_matrix_image, image_grid
 from lightning_modules.error_gallery import ConfidentErrors
 

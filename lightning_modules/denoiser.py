@@ -11,11 +11,11 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from experiment_utils.errors import UserError
-from experiment_utils.image_logging import log_image_panels
-from experiment_utils.instantiation import build_instance
-from experiment_utils.plain_config import to_plain
-from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+from imagelab.config.instantiation import build_instance
+from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+from imagelab.core.errors import UserError
+from imagelab.core.plain_config import to_plain
+from imagelab.tracking.image_logging import log_image_panels
 from lightning_modules.optim import check_optimization, configure_optimization
 from lightning_modules.step_logging import should_log_step
 
@@ -241,7 +241,7 @@ class DenoiserModule(pl.LightningModule):
 
     # -------------------------------------------------------------------------------------------------- test
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Update the test metrics; return the denoised batch (for ``experiment_utils.wandb_tables``)."""
+        """Update the test metrics; return the denoised batch (for ``imagelab.tracking.wandb_tables``)."""
         return self._eval_step(batch, "test", self.test_psnr, self.test_ssim, self.test_psnr_noisy)
 
     def on_test_epoch_end(self) -> None:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from experiment_utils.callbacks import build_module_from_data
-from experiment_utils.errors import UserError
-from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+from imagelab.callbacks.run_config import build_module_from_data
+from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+from imagelab.core.errors import UserError
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

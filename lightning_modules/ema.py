@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
-from experiment_utils.callbacks import build_module_from_data
-from experiment_utils.errors import UserError
+from imagelab.callbacks.run_config import build_module_from_data
+from imagelab.core.errors import UserError
 
 WEIGHTS_KEY = "weights"
 """Checkpoint key that says which weights ``state_dict`` holds: ``"ema"`` when written with this callback."""

@@ -36,8 +36,8 @@ from peft import LoraConfig, get_peft_model
 from timm.models import group_parameters
 from torch import nn
 
-from experiment_utils.errors import UserError
-from experiment_utils.plain_config import check_int
+from imagelab.core.errors import UserError
+from imagelab.core.plain_config import check_int
 from lightning_modules.backbones import head_module_name
 
 log = logging.getLogger(__name__)

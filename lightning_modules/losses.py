@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 
 class CharbonnierLoss(nn.Module):

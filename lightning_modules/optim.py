@@ -28,8 +28,8 @@ from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_grou
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, LRScheduler, SequentialLR, StepLR
 
-from experiment_utils.errors import UserError, first_line
-from experiment_utils.instantiation import instantiate_node, require_target
+from imagelab.config.instantiation import instantiate_node, require_target
+from imagelab.core.errors import UserError, first_line
 
 
 def _group_label(name: str, head: str | None, layer: int | None) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 
 def _starts(size: int, tile: int, stride: int) -> list[int]:

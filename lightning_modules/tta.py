@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 TTA_MODES = ("none", "flip", "x8")
 KINDS = ("denoiser", "classifier")

@@ -2,7 +2,7 @@
 
 Framework vs bare PyTorch training steps/s, data-module throughput, start-up time, memory and (on a GPU) the
 fast paths; report as JSON and Markdown in the run directory. The plans are conf/benchmark/<mode>.yaml; see
-``tasks.benchmark`` and docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
+``imagelab.tasks.benchmark`` and docs/scaling.md. Heavy libraries are imported only once the benchmark runs (``--cfg job`` stays fast).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(version_base="1.3", config_path="../conf", config_name="benchmark")
 def main(cfg: DictConfig) -> None:
     """Run the benchmark plan of ``cfg.mode`` and print where the report is."""
-    from experiment_utils.errors import UserError
+    from imagelab.core.errors import UserError
 
     try:
         # imported here, not at the top: they load torch and lightning, which --help / --cfg job must not pay for
-        from experiment_utils.console import quiet_third_party
-        from tasks.benchmark.runner import run_benchmark
+        from imagelab.tasks.benchmark.runner import run_benchmark
+        from imagelab.tracking.console import quiet_third_party
 
         quiet_third_party()  # the framework runs inside: one log line per event, no third-party tips
 

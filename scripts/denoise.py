@@ -8,7 +8,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from experiment_utils.resolvers import register_resolvers
+from imagelab.resolvers import register_resolvers
 
 register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
@@ -16,8 +16,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="denoise")
 def main(cfg: DictConfig) -> None:
     """Run the denoise task on ``cfg.input`` and write the results to ``cfg.output``."""
-    from tasks.inference import denoise_files
-    from tasks.runner import run_task
+    from imagelab.tasks.inference import denoise_files
+    from imagelab.tasks.runner import run_task
 
     run_task(denoise_files, cfg)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from experiment_utils.resolvers import register_resolvers
+from imagelab.resolvers import register_resolvers
 
 register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
@@ -17,8 +17,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Run the eval task; return the checkpoint's test objective."""
-    from tasks.evaluation import evaluate
-    from tasks.runner import run_task
+    from imagelab.tasks.evaluation import evaluate
+    from imagelab.tasks.runner import run_task
 
     return run_task(evaluate, cfg)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from experiment_utils.resolvers import register_resolvers
+from imagelab.resolvers import register_resolvers
 
 register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
@@ -17,8 +17,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Run the predict task on ``cfg.input``."""
-    from tasks.prediction import predict_files
-    from tasks.runner import run_task
+    from imagelab.tasks.prediction import predict_files
+    from imagelab.tasks.runner import run_task
 
     run_task(predict_files, cfg)
 

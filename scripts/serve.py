@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from experiment_utils.resolvers import register_resolvers
+from imagelab.resolvers import register_resolvers
 
 register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
@@ -18,8 +18,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Run the serve task (until interrupted)."""
-    from tasks.runner import run_task
-    from tasks.serve import serve
+    from imagelab.tasks.runner import run_task
+    from imagelab.tasks.serve import serve
 
     run_task(serve, cfg)
 

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # imported after parsing: the report modules load matplotlib, which --help must not pay for
-    from experiment_utils.errors import UserError
-    from tasks.sweep_summary.report import report_lines, write_summary
+    from imagelab.core.errors import UserError
+    from imagelab.sweeps.summary.report import report_lines, write_summary
 
     try:
         summary = write_summary(

@@ -12,9 +12,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiment_utils.errors import UserError
-from experiment_utils.resolvers import register_resolvers
-from tasks.resume import resume_argv
+from imagelab.core.errors import UserError
+from imagelab.resolvers import register_resolvers
+from imagelab.tasks.resume import resume_argv
 
 register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra creates it
 
@@ -22,8 +22,8 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run the train task on the composed config; return the monitored metric's best value."""
-    from tasks.runner import run_task
-    from tasks.training import train
+    from imagelab.tasks.runner import run_task
+    from imagelab.tasks.training import train
 
     return run_task(train, cfg)
 

@@ -39,7 +39,7 @@ KEYS = {
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """``key=value`` arguments as a dict; unknown keys or malformed arguments raise UserError."""
-    from experiment_utils.errors import UserError
+    from imagelab.core.errors import UserError
 
     args: dict[str, str] = {}
     for item in argv:
@@ -61,15 +61,15 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    from experiment_utils.atomic import atomic_write_json
-    from experiment_utils.errors import UserError
-    from experiment_utils.wandb_mode import resolve_wandb_mode
-    from tasks.dashboard import (
+    from imagelab.core.atomic import atomic_write_json
+    from imagelab.core.errors import UserError
+    from imagelab.tasks.dashboard import (
         build_workspace,
         plan_dashboard,
         workspace_from_spec,
         workspace_spec,
     )
+    from imagelab.tracking.wandb_mode import resolve_wandb_mode
 
     try:
         args = parse_args(argv)

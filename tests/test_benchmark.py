@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from tests.conftest import SCRIPTS, run_script
 
 
@@ -86,8 +86,8 @@ def test_cfg_job_of_the_benchmark_script_stays_light(tmp_path: Path) -> None:
 
 
 def test_goals_and_markdown_from_a_report() -> None:
-    from tasks.benchmark.plan import merge_overrides
-    from tasks.benchmark.report import evaluate_goals, render_markdown
+    from imagelab.tasks.benchmark.plan import merge_overrides
+    from imagelab.tasks.benchmark.report import evaluate_goals, render_markdown
 
     assert merge_overrides(["a=1", "b=2"], ["a=3", "+c=4"]) == ["a=3", "b=2", "+c=4"]
     report = {
@@ -176,8 +176,8 @@ def test_goals_and_markdown_from_a_report() -> None:
 def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     import torch
 
-    from tasks.benchmark.runner import run_benchmark
-    from tasks.benchmark.timing import FirstStepTimer, StepTimer
+    from imagelab.tasks.benchmark.runner import run_benchmark
+    from imagelab.tasks.benchmark.timing import FirstStepTimer, StepTimer
 
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), is_global_zero=True)
     timer = StepTimer(warmup=1, steps=3)
@@ -200,8 +200,8 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_step_overhead_from_step_durations() -> None:
-    from tasks.benchmark.plan import select_variants
-    from tasks.benchmark.step_overhead import (
+    from imagelab.tasks.benchmark.plan import select_variants
+    from imagelab.tasks.benchmark.step_overhead import (
         chunk_means_ms,
         overhead_ms,
         robust_ms_per_step,
@@ -233,8 +233,8 @@ def test_step_overhead_from_step_durations() -> None:
     "mode", sorted(p.stem for p in (SCRIPTS.parent / "conf" / "benchmark").glob("*.yaml"))
 )
 def test_every_benchmark_plan_loads(mode: str, tmp_path: Path) -> None:
-    from tasks.benchmark.plan import load_plan
-    from tasks.benchmark.runner import modes
+    from imagelab.tasks.benchmark.plan import load_plan
+    from imagelab.tasks.benchmark.runner import modes
 
     assert mode in modes()
     plan = load_plan(mode, tmp_path / "cifar", repeats=None)
@@ -257,7 +257,7 @@ def test_every_benchmark_plan_loads(mode: str, tmp_path: Path) -> None:
 
 
 def test_a_bad_benchmark_plan_is_a_user_error(tmp_path: Path) -> None:
-    from tasks.benchmark.plan import load_plan
+    from imagelab.tasks.benchmark.plan import load_plan
 
     good = (SCRIPTS.parent / "conf" / "benchmark" / "smoke.yaml").read_text()
     cases = {

@@ -10,7 +10,7 @@ import pytest
 
 from datamodules import cifar10_reader
 from datamodules.cifar10_reader import read_cifar10, write_cifar10_like
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from lightning_modules.classical_denoisers import BASELINES, estimate_noise_sigma
 
 SIGMA = 25 / 255

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datamodules.image_io import write_image
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 pytest.importorskip("lightning.pytorch")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from lightning_modules.finetuning import FinetuneStrategy, train_only
 
 pl = pytest.importorskip("lightning.pytorch")
@@ -235,7 +235,7 @@ def test_lora_adapter_saves_alone_and_merges(cifar_root: Path, tmp_path: Path) -
 
 
 def _project_checkpoint(module, datamodule, path: Path, run_model_cfg: dict) -> Path:
-    from experiment_utils.callbacks import RunConfigInCheckpoint
+    from imagelab.callbacks.run_config import RunConfigInCheckpoint
 
     run_config = {"model": run_model_cfg, "data": {}}
     trainer = fit(module, datamodule, steps=2, callbacks=[RunConfigInCheckpoint(run_config)])
@@ -436,7 +436,7 @@ def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
 def test_network_is_final_before_callbacks_are_set_up(cifar_root: Path) -> None:
     """Callbacks acting in setup() (channels-last, torch.compile) must see the network that will train."""
 
-    from experiment_utils.callbacks import build_module_from_data
+    from imagelab.callbacks.run_config import build_module_from_data
 
     class Probe(pl.Callback):
         def setup(self, trainer, pl_module, stage) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import run_script, single_run_dir
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -166,8 +166,8 @@ def test_predict_prints_the_right_class_names(trained: dict, tmp_path: Path) -> 
     with open(out_csv, newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "class1", "prob1", "class2", "prob2", "class3", "prob3"] and len(rows) == 9
-    from experiment_utils.errors import UserError
-    from tasks.prediction import list_inputs
+    from imagelab.core.errors import UserError
+    from imagelab.tasks.prediction import list_inputs
 
     with pytest.raises(UserError, match="does not exist"):
         list_inputs(tmp_path / "nothing")

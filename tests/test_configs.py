@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from experiment_utils.errors import UserError
-from experiment_utils.instantiation import instantiate_callbacks, instantiate_loggers, instantiate_node
+from imagelab.config.instantiation import instantiate_callbacks, instantiate_node
+from imagelab.core.errors import UserError
+from imagelab.tracking.loggers import instantiate_loggers
 from tests.conftest import CONF_DIR, REPO_ROOT, compose
 
 # Values a user must supply for some options (marked ??? in the YAML).

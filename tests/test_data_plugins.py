@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from datamodules.clean_sources import load_skimage_photo
-from experiment_utils.instantiation import instantiate_node
+from imagelab.config.instantiation import instantiate_node
 from tests.conftest import compose
 from tests.helpers.in_process import train_in_process
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from datamodules.denoising import DenoisingDataModule
-from experiment_utils.errors import UserError
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.core.errors import UserError
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import run_script, single_run_dir
 
 SPLIT = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import FAST_DENOISE, run_script, single_run_dir
 
 

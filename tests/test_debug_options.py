@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from tests.conftest import compose
 
 
@@ -16,8 +16,8 @@ def test_gpu_trainer_without_cuda_is_a_one_line_error(
 ) -> None:
     import torch
 
-    from experiment_utils.accelerator_check import check_accelerator
-    from experiment_utils.instantiation import instantiate_node
+    from imagelab.config.instantiation import instantiate_node
+    from imagelab.core.accelerator_check import check_accelerator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose("train", ["trainer=gpu"], output_dir=tmp_path)
@@ -37,7 +37,7 @@ def test_fast_dev_run_and_overfit_keep_no_checkpoints(tmp_path: Path) -> None:
 def test_profiler_debug_prints_the_slowest_actions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = compose("train", ["debug=profiler"], output_dir=tmp_path)
     assert cfg.trainer.detect_anomaly is False  # anomaly detection would distort the timings
-    from experiment_utils.profiling import PrintingSimpleProfiler
+    from imagelab.callbacks.profiling import PrintingSimpleProfiler
 
     profiler = PrintingSimpleProfiler(dirpath=tmp_path, filename="profile", max_rows=2)
     profiler.setup(stage="fit")

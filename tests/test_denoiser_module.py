@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from skimage import data
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from lightning_modules import denoiser as denoiser_module
 from lightning_modules.denoiser import DenoiserModule
 
@@ -84,7 +84,7 @@ def _trainer(**kwargs: object) -> pl.Trainer:
 
 @pytest.fixture
 def panel_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Record the denoiser's calls to ``log_image_panels`` (experiment_utils.image_logging)."""
+    """Record the denoiser's calls to ``log_image_panels`` (imagelab.tracking.image_logging)."""
     calls: list[dict] = []
 
     def fake(trainer: object, key: str, images: list, captions: list | None = None) -> None:

@@ -12,7 +12,7 @@ import torch
 from datamodules.clean_sources import DEFAULT_SKIMAGE_SPLIT, SKIMAGE_PHOTOS, load_skimage_photo
 from datamodules.denoising import DenoisingDataModule
 from datamodules.image_io import write_image
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 SMALL = {"train": ["brick", "chelsea"], "val": ["moon"], "test": ["camera"]}
 
@@ -299,7 +299,7 @@ def test_cifar10_source(tmp_path):
 @pytest.mark.parametrize("name", ["denoise_photos", "denoise_folder", "denoise_cifar10", "denoise_pairs"])
 def test_configs_instantiate(tmp_path, name):
     from datamodules.cifar10_reader import write_cifar10_like
-    from experiment_utils.instantiation import instantiate_node
+    from imagelab.config.instantiation import instantiate_node
     from tests.conftest import compose
 
     overrides = [f"data={name}", f"paths.data_dir={tmp_path}"]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from tests.conftest import FAST_DENOISE, REPO_ROOT, SCRIPTS, compose
 
 pytestmark = pytest.mark.slow
@@ -32,8 +32,8 @@ BENCH = ["bench.repeats=2", "bench.batch=4"]
 
 
 def _train(root: Path, overrides: list[str]) -> dict:
-    from tasks.runner import finish_wandb
-    from tasks.training import train
+    from imagelab.tasks.runner import finish_wandb
+    from imagelab.tasks.training import train
 
     root.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
@@ -51,7 +51,7 @@ def _train(root: Path, overrides: list[str]) -> dict:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny denoiser and one tiny digits classifier, trained once for the whole module; right after, the
     two servers of the serving tests start in the background (ready by the time those tests run)."""
-    from tasks.export import export
+    from imagelab.tasks.export import export
 
     root = tmp_path_factory.mktemp("deploy")
     den, cls = _train(root / "den", DENOISER), _train(root / "cls", CLASSIFIER)
@@ -78,8 +78,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _task(name: str, out: Path, *overrides: str) -> dict:
     """Run the export or compress task in-process; returns its result and report.json."""
-    from tasks.compress import compress
-    from tasks.export import export
+    from imagelab.tasks.compress import compress
+    from imagelab.tasks.export import export
 
     cfg = compose(name, [*BENCH, *overrides], output_dir=out)
     result = (export if name == "export" else compress)(cfg)
@@ -92,7 +92,7 @@ def _task(name: str, out: Path, *overrides: str) -> dict:
 def test_onnx_export_has_dynamic_shapes_metadata_parity_and_report(runs: dict, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from deployment.exported_model import read_metadata
+    from imagelab.deploy.exported_model import read_metadata
 
     den = runs["denoiser"]
     done = _task("export", tmp_path, f"ckpt_path={den['ckpt']}", "format=onnx")
@@ -126,7 +126,7 @@ def test_parity_failure_fails_the_export_and_removes_the_file(runs: dict, tmp_pa
 def test_classifier_torchscript_and_safetensors_carry_preprocessing(runs: dict, tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    from deployment.exported_model import read_metadata
+    from imagelab.deploy.exported_model import read_metadata
 
     ckpt = runs["classifier"]["ckpt"]
     script = _task("export", tmp_path / "ts", f"ckpt_path={ckpt}", "format=torchscript")
@@ -139,7 +139,7 @@ def test_classifier_torchscript_and_safetensors_carry_preprocessing(runs: dict, 
     # predict.py on the TorchScript file gives the checkpoint's answers
     from datamodules.digits import digits_arrays
     from datamodules.image_io import write_image
-    from tasks.prediction import predict_files
+    from imagelab.tasks.prediction import predict_files
 
     images, _ = digits_arrays()
     for i in range(6):
@@ -161,8 +161,8 @@ def test_classifier_torchscript_and_safetensors_carry_preprocessing(runs: dict, 
 def test_lora_checkpoint_exports_merged(runs: dict, tmp_path: Path) -> None:
     import onnx
 
-    from deployment.exported_model import ExportedModel
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from imagelab.deploy.exported_model import ExportedModel
     from lightning_modules.finetuning import LoRA, finetune_config
 
     ckpt = runs["classifier"]["ckpt"]
@@ -190,7 +190,7 @@ def test_lora_checkpoint_exports_merged(runs: dict, tmp_path: Path) -> None:
 
 
 def _plain_logits(ckpt: str, x: torch.Tensor) -> np.ndarray:
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 
     with torch.no_grad():
         return build_module_from_checkpoint(*load_run_checkpoint(ckpt))(x).numpy()
@@ -211,7 +211,7 @@ def _noisy_photos(folder: Path) -> list[Path]:
 
 def test_denoise_script_runs_the_onnx_file_without_lightning(runs: dict, tmp_path: Path) -> None:
     from datamodules.image_io import read_image
-    from tasks.inference import denoise_files
+    from imagelab.tasks.inference import denoise_files
 
     ckpt = runs["denoiser"]["ckpt"]
     _task("export", tmp_path / "export", f"ckpt_path={ckpt}", "format=onnx", "bench.metric=false")
@@ -372,7 +372,7 @@ def test_server_denoises_like_denoise_py_under_concurrent_clients(
     import httpx
 
     from datamodules.image_io import read_image
-    from tasks.inference import denoise_files
+    from imagelab.tasks.inference import denoise_files
 
     files = _noisy_photos(tmp_path / "in")
     cfg = OmegaConf.create({"ckpt_path": runs["denoiser"]["ckpt"], "input": str(tmp_path / "in"),
@@ -438,7 +438,7 @@ def test_server_refuses_bad_input_with_4xx(servers: dict) -> None:
 def test_server_classifies_like_predict_py_from_the_onnx_file(servers: dict, tmp_path: Path) -> None:
     from datamodules.digits import digits_arrays
     from datamodules.image_io import write_image
-    from tasks.prediction import predict_files
+    from imagelab.tasks.prediction import predict_files
 
     images, labels = digits_arrays()
     files = [write_image(tmp_path / "in" / f"d{i}.png", images[i]) for i in range(8)]

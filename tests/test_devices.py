@@ -1,4 +1,4 @@
-"""The one device resolver (experiment_utils.devices): auto, explicit devices and one-line errors."""
+"""The one device resolver (imagelab.core.devices): auto, explicit devices and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiment_utils.devices import resolve_device
-from experiment_utils.errors import UserError
+from imagelab.core.devices import resolve_device
+from imagelab.core.errors import UserError
 
 
 def test_auto_is_the_trainers_device_else_cuda_when_visible_else_cpu() -> None:

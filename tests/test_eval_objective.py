@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from tasks.evaluation import _test_objective
+from imagelab.tasks.evaluation import _test_objective
 
 
 class _Model:

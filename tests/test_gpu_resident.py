@@ -15,7 +15,7 @@ from datamodules.device_store import DeviceImageStore
 from datamodules.gpu_resident import GPUResidentDenoisingDataModule
 from datamodules.gpu_resident_cifar10 import GPUResidentCIFAR10ClassificationDataModule
 from datamodules.image_io import write_image
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 SPLIT = {"train": ["brick", "chelsea", "coffee", "grass"], "val": ["moon", "camera"], "test": ["astronaut"]}
 PHOTOS = {"_target_": "datamodules.clean_sources.SkimagePhotos", "images": SPLIT}
@@ -137,8 +137,8 @@ def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
 
 
 def test_trains_through_the_framework(tmp_path: Path) -> None:
-    from tasks.runner import finish_wandb
-    from tasks.training import train
+    from imagelab.tasks.runner import finish_wandb
+    from imagelab.tasks.training import train
     from tests.conftest import compose
 
     overrides = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from datamodules.image_io import from_float, list_images, read_image, to_float, write_image
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 RNG = np.random.default_rng(0)
 

@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from experiment_utils.errors import UserError
-from experiment_utils.instantiation import build_instance
+from imagelab.config.instantiation import build_instance
+from imagelab.core.errors import UserError
 from lightning_modules.losses import CharbonnierLoss
 from lightning_modules.optim import build_optimizer, build_scheduler, check_optimization
 

@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from experiment_utils.errors import UserError
-from experiment_utils.instantiation import build_instance
+from imagelab.config.instantiation import build_instance
+from imagelab.core.errors import UserError
 
 TARGETS = {
     "dncnn": "lightning_modules.networks.dncnn.DnCNN",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules.noise import GaussianNoise, PoissonGaussianNoise, SaltPepperNoise, build_noise
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiment_utils.errors import UserError
-from tasks.resume import resume_argv, resume_point
+from imagelab.core.errors import UserError
+from imagelab.tasks.resume import resume_argv, resume_point
 
 
 def make_run(root: Path, name: str, overrides: list[str], wandb_id: str | None = None) -> Path:

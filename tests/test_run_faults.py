@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiment_utils.atomic import remove_stale_partials
-from experiment_utils.checkpoint_io import AtomicCheckpointIO
-from experiment_utils.run_dirs import claim_unique_dir
-from experiment_utils.wandb_offline import read_offline_run
+from imagelab.core.atomic import remove_stale_partials
+from imagelab.core.checkpoint_io import AtomicCheckpointIO
+from imagelab.core.run_dirs import claim_unique_dir
+from imagelab.tracking.wandb_offline import read_offline_run
 from tests.conftest import FAST_DENOISE, REPO_ROOT, SCRIPTS
 from tests.test_bad_input import assert_one_line_error
 
@@ -120,7 +120,7 @@ def test_a_save_that_fails_half_way_leaves_no_checkpoint_and_no_temp_file(
 
 KILL_SCRIPT = """
 import sys, torch
-from experiment_utils.checkpoint_io import AtomicCheckpointIO
+from imagelab.core.checkpoint_io import AtomicCheckpointIO
 io, big = AtomicCheckpointIO(), torch.randn(8_000_000)
 for i in range(10_000):
     io.save_checkpoint({"state_dict": {"w": big}, "i": i}, sys.argv[1])
@@ -331,8 +331,8 @@ def test_train_refuses_a_truncated_or_foreign_checkpoint_in_one_line(tmp_path: P
 
 
 def test_an_unsafe_checkpoint_is_refused_with_a_whole_sentence(tmp_path: Path) -> None:
-    from experiment_utils.errors import UserError
-    from experiment_utils.run_checkpoint import load_run_checkpoint
+    from imagelab.config.run_checkpoint import load_run_checkpoint
+    from imagelab.core.errors import UserError
 
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "extra": Path("x")}, path)  # a pickled Python object
@@ -364,8 +364,8 @@ def test_an_optuna_search_whose_trials_all_fail_ends_with_the_report(tmp_path: P
 
 
 def test_signal_outside_the_trainer_interrupts_at_once() -> None:
-    from experiment_utils.errors import RunInterrupted
-    from experiment_utils.signals import STATE, install_signal_handlers, received_signal
+    from imagelab.core.errors import RunInterrupted
+    from imagelab.core.signals import STATE, install_signal_handlers, received_signal
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -381,7 +381,7 @@ def test_signal_outside_the_trainer_interrupts_at_once() -> None:
             signal.signal(signum, handler)
 
 
-@pytest.mark.parametrize("module", ["tasks.runner", "tasks.training"])
+@pytest.mark.parametrize("module", ["imagelab.tasks.runner", "imagelab.tasks.training"])
 def test_the_config_is_checked_before_any_heavy_import(module: str) -> None:
     """scripts/train.py imports these before run_task checks the config: a mistyped value costs a second."""
     code = f"import sys, {module}; print(sorted({{'torch', 'lightning', 'wandb'}} & set(sys.modules)))"

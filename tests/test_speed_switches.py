@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from tests.conftest import compose
 from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
 
@@ -32,7 +32,7 @@ def _train(tmp_path: Path, *overrides: str) -> dict:
 
 
 def _switches(result: dict):
-    from experiment_utils.speed import SpeedSwitches
+    from imagelab.callbacks.speed import SpeedSwitches
 
     found = [c for c in result["trainer"].callbacks if isinstance(c, SpeedSwitches)]
     assert len(found) == 1
@@ -101,7 +101,7 @@ def test_fp16_mixed_precision_runs_on_cpu_as_bf16(tmp_path: Path) -> None:
 
 
 def test_auto_means_on_for_cuda_conv_nets_and_respects_determinism() -> None:
-    from experiment_utils.speed import SpeedSwitches
+    from imagelab.callbacks.speed import SpeedSwitches
 
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 4))
@@ -152,7 +152,7 @@ def test_pinned_memory_auto_and_non_blocking_copies(monkeypatch: pytest.MonkeyPa
 
 def test_bad_switch_values_are_user_errors() -> None:
     from datamodules.denoising import DenoisingDataModule
-    from experiment_utils.speed import SpeedSwitches
+    from imagelab.callbacks.speed import SpeedSwitches
 
     with pytest.raises(UserError, match="channels_last must be true, false or auto"):
         SpeedSwitches(channels_last="yes")
@@ -169,7 +169,7 @@ def test_bad_switch_values_are_user_errors() -> None:
 def test_speed_options_compose(tmp_path: Path) -> None:
     for option, compile_on in (("default", False), ("off", False), ("compile", True)):
         cfg = compose("train", [f"speed={option}"], output_dir=tmp_path)
-        assert cfg.speed._target_ == "experiment_utils.speed.SpeedSwitches"
+        assert cfg.speed._target_ == "imagelab.callbacks.speed.SpeedSwitches"
         assert cfg.speed.compile is compile_on
     multinode = compose("train", ["trainer=ddp_multinode"], output_dir=tmp_path).trainer
     assert multinode.strategy == "ddp" and multinode.num_nodes == 2
@@ -199,7 +199,7 @@ def _fake_trainer(world: int, accumulate: int, batch_size: int, lr: float = 0.1)
 )
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_scaling_rules(rule: str, base: int | None, expected: float) -> None:
-    from experiment_utils.speed import LRScaling
+    from imagelab.callbacks.speed import LRScaling
 
     trainer = _fake_trainer(world=4, accumulate=2, batch_size=8)  # global batch 64
     callback = LRScaling(rule, base)
@@ -213,7 +213,7 @@ def test_lr_scaling_rules(rule: str, base: int | None, expected: float) -> None:
 
 
 def test_lr_scaling_in_a_run_and_errors(tmp_path: Path) -> None:
-    from experiment_utils.speed import LRScaling
+    from imagelab.callbacks.speed import LRScaling
 
     result = _train(tmp_path, "lr_scaling.rule=linear", "lr_scaling.base_batch_size=4")
     found = [c for c in result["trainer"].callbacks if isinstance(c, LRScaling)]
@@ -228,7 +228,7 @@ def test_lr_scaling_in_a_run_and_errors(tmp_path: Path) -> None:
 def test_timed_progress_bar_skips_redraws_between_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from experiment_utils.progress import TimedRichProgressBar
+    from imagelab.callbacks.progress import TimedRichProgressBar
 
     drawn = []
     monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, t, m, o, b, i: drawn.append(i))

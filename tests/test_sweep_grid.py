@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import FAST_DENOISE, run_script
 
 TINY = [

@@ -170,8 +170,8 @@ def test_slurm_and_joblib_launcher_configs_compose(tmp_path: Path) -> None:
 def test_requeued_slurm_job_resumes_from_its_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from experiment_utils.requeue import slurm_restart_count
-    from tasks.resume import resume_point
+    from imagelab.core.requeue import slurm_restart_count
+    from imagelab.tasks.resume import resume_point
 
     def requeued_checkpoint() -> str | None:  # what the train task does at the start of every job
         point = resume_point(None, tmp_path, requeued=slurm_restart_count() > 0)

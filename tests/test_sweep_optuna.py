@@ -12,8 +12,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf, open_dict, read_write
 
-from experiment_utils.errors import UserError
-from experiment_utils.optuna_search import check_sweeper_direction, sqlite_storage
+from imagelab.core.errors import UserError
+from imagelab.sweeps.optuna_search import check_sweeper_direction, sqlite_storage
 from tests.conftest import FAST_DENOISE, compose, run_script
 
 TINY = [
@@ -165,7 +165,7 @@ def _as_multirun(cfg, overrides: list[str] | None = None) -> None:
 
 
 def test_run_task_returns_none_for_failed_and_nan_jobs_in_a_multirun(tmp_path: Path) -> None:
-    from tasks.runner import run_task
+    from imagelab.tasks.runner import run_task
 
     cfg = compose("train", ["logger=none"], output_dir=tmp_path)
     _as_multirun(cfg)
@@ -224,7 +224,7 @@ def _fake_trainer(value: float, epoch: int = 0) -> SimpleNamespace:
 def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Path) -> None:
     import optuna
 
-    from experiment_utils.optuna_pruning import OptunaPruning
+    from imagelab.sweeps.optuna_pruning import OptunaPruning
 
     db = tmp_path / "study.db"
     study = optuna.create_study(
@@ -265,7 +265,7 @@ def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Pat
 
 
 def test_pruning_callback_does_nothing_outside_an_optuna_sweep(tmp_path: Path) -> None:
-    from experiment_utils.optuna_pruning import OptunaPruning
+    from imagelab.sweeps.optuna_pruning import OptunaPruning
 
     compose("train", ["hparams_search=denoiser_optuna"], output_dir=tmp_path)  # a single run, not -m
     callback = OptunaPruning("val/psnr", n_startup_trials=0, n_warmup_steps=0)

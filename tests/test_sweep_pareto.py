@@ -12,7 +12,7 @@ from tests.conftest import compose, run_script
 
 
 def test_pareto_front_of_max_accuracy_min_parameters() -> None:
-    from tasks.sweep_summary.pareto import dominates, pareto_front
+    from imagelab.sweeps.summary.pareto import dominates, pareto_front
 
     modes = ["max", "min"]
     points = [[0.90, 100.0], [0.95, 1000.0], [0.85, 1000.0], [0.90, 50.0], [0.95, 1000.0]]
@@ -21,9 +21,9 @@ def test_pareto_front_of_max_accuracy_min_parameters() -> None:
 
 
 def test_multi_objective_jobs_return_every_value_and_check_the_directions(tmp_path: Path) -> None:
-    from experiment_utils.errors import UserError
-    from experiment_utils.optuna_search import check_sweeper_direction
-    from tasks.runner import run_task
+    from imagelab.core.errors import UserError
+    from imagelab.sweeps.optuna_search import check_sweeper_direction
+    from imagelab.tasks.runner import run_task
     from tests.test_sweep_optuna import _as_multirun
 
     cfg = compose(
@@ -83,7 +83,7 @@ def test_nsga2_sweep_records_both_objectives_and_draws_the_pareto_front(tmp_path
         assert objective["values"][1] == record["metrics"]["model/params_trainable"] > 0
     import optuna
 
-    from experiment_utils.optuna_search import sqlite_storage
+    from imagelab.sweeps.optuna_search import sqlite_storage
 
     study = optuna.load_study(study_name="classifier_nsga2", storage=sqlite_storage(str(sweep / "optuna.db")))
     assert len(study.trials) == 4 and all(len(t.values) == 2 for t in study.trials)

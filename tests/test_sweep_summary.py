@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiment_utils.errors import UserError
-from tasks.sweep_summary.collect import collect
-from tasks.sweep_summary.labels import metric_label, param_label, use_log_scale
-from tasks.sweep_summary.report import write_summary
+from imagelab.core.errors import UserError
+from imagelab.sweeps.summary.collect import collect
+from imagelab.sweeps.summary.labels import metric_label, param_label, use_log_scale
+from imagelab.sweeps.summary.report import write_summary
 from tests.conftest import run_script
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -175,7 +175,7 @@ def test_trainable_parameter_labels_do_not_overlap() -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from tasks.sweep_summary.plots import _readable_count_axis
+    from imagelab.sweeps.summary.plots import _readable_count_axis
 
     for xs, log in (([1.2e4, 2.3e7], True), ([7.5e4, 9.1e4], False)):
         fig = Figure(figsize=(6.4, 4.2))

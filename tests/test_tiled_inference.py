@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from lightning_modules.networks.dncnn import DnCNN
 from lightning_modules.tiled_inference import denoise_tiled
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import FAST_DENOISE, run_script, single_run_dir
 
 # A few hundred optimiser steps of a small DnCNN: enough to beat the noisy input clearly.

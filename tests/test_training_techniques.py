@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from experiment_utils.errors import UserError
+from imagelab.core.errors import UserError
 from tests.conftest import FAST_DENOISE, compose
 
 # Two epochs of the small CNN on the digits: ~94 % test accuracy, seconds on a CPU core.
@@ -31,8 +31,8 @@ ATTACK = ["attack.eps=0.1", "attack.alpha=0.025"]
 
 def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     """Run the train task in-process into ``root/name``; its metrics.json record."""
-    from tasks.runner import run_task
-    from tasks.training import train
+    from imagelab.tasks.runner import run_task
+    from imagelab.tasks.training import train
 
     out = root / name
     cfg = compose("train", [*overrides, f"paths.data_dir={root / 'data'}"], output_dir=out)
@@ -44,8 +44,8 @@ def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
 
 def evaluate_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     """Run the eval task in-process; its metrics.json record."""
-    from tasks.evaluation import evaluate
-    from tasks.runner import run_task
+    from imagelab.tasks.evaluation import evaluate
+    from imagelab.tasks.runner import run_task
 
     out = root / name
     cfg = compose("eval", [*overrides, "logger=none", f"paths.data_dir={root / 'data'}"], output_dir=out)
@@ -176,9 +176,9 @@ def test_ema_decay_ramps_up_to_its_cap() -> None:
 
 
 def test_bad_tta_and_attack_options_are_user_errors() -> None:
+    from imagelab.tasks.ensemble import checkpoint_paths
     from lightning_modules.adversarial import Attack
     from lightning_modules.tta import transforms_of
-    from tasks.ensemble import checkpoint_paths
 
     with pytest.raises(UserError, match="tta"):
         transforms_of("x4")
@@ -193,8 +193,8 @@ def test_bad_tta_and_attack_options_are_user_errors() -> None:
 def test_ema_weights_are_saved_marked_and_scored_by_eval(root: Path, ema: dict[str, Any]) -> None:
     import lightning.pytorch as pl
 
-    from experiment_utils.instantiation import instantiate_node
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from imagelab.config.instantiation import instantiate_node
+    from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 
     checkpoint, run_cfg = load_run_checkpoint(ema["best_checkpoint"])
     assert checkpoint["weights"] == "ema" and checkpoint["ema"]["decay"] == 0.95
@@ -251,7 +251,7 @@ def test_denoise_files_with_an_ensemble_and_tta(root: Path, denoisers: list[dict
     from skimage import data as skdata
 
     from datamodules.image_io import read_image, write_image
-    from tasks.inference import denoise_files
+    from imagelab.tasks.inference import denoise_files
 
     clean = skdata.camera()[100:196, 200:296].astype(np.float32) / 255.0
     noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape).astype(np.float32)
@@ -284,7 +284,7 @@ def test_predict_ensemble_averages_the_members_probabilities(
 ) -> None:
     from omegaconf import OmegaConf
 
-    from tasks.prediction import predict_files
+    from imagelab.tasks.prediction import predict_files
 
     digits = sorted((root / "data" / "digits_png").rglob("*.png"))[::300][:5]
     folder = root / "predict_in"
@@ -306,7 +306,7 @@ def test_predict_ensemble_averages_the_members_probabilities(
 
 @pytest.mark.slow
 def test_ensemble_of_a_classifier_and_a_denoiser_is_refused(plain: dict, denoisers: list[dict]) -> None:
-    from tasks.ensemble import load_members
+    from imagelab.tasks.ensemble import load_members
 
     with pytest.raises(UserError, match="ensemble members differ"):
         load_members([plain["best_checkpoint"], denoisers[0]["best_checkpoint"]])
@@ -360,8 +360,8 @@ def test_distilled_student_is_closer_to_its_teacher(root: Path, plain: dict) -> 
     trail the other by a few points either way."""
     import lightning.pytorch as pl
 
-    from experiment_utils.instantiation import instantiate_node
-    from experiment_utils.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
+    from imagelab.config.instantiation import instantiate_node
+    from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
     from lightning_modules.distillation import kd_loss
 
     teacher_ckpt = plain["best_checkpoint"]

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from experiment_utils.wandb_offline import find_offline_runs, read_offline_run
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.conftest import run_script, single_run_dir
 
 # The default callbacks (progress bar, model summary...) and config printing stay on: this is what users see.
@@ -172,7 +172,7 @@ def test_metrics_json_and_resolved_config_are_in_the_run(default_run: dict) -> N
 def test_results_table_hides_per_class_values_unless_verbose() -> None:
     from rich.console import Console
 
-    from experiment_utils.console import results_table
+    from imagelab.tracking.console import results_table
 
     metrics = {"val/acc": 0.9, "test/acc": 0.8, "test/acc_class/cat": 0.7, "test/loss": 0.3, "model/x": 1}
 
@@ -186,7 +186,7 @@ def test_results_table_hides_per_class_values_unless_verbose() -> None:
 
 
 def test_noise_filter_is_narrow() -> None:
-    from experiment_utils.console import is_noise
+    from imagelab.tracking.console import is_noise
 
     assert is_noise("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
     assert is_noise("TPU available: False, using: 0 TPU cores")
@@ -196,7 +196,7 @@ def test_noise_filter_is_narrow() -> None:
 
 
 def test_lr_curves_are_named_by_parameter_group() -> None:
-    from experiment_utils.lr_monitor import rename_lr_stats
+    from imagelab.callbacks.lr_monitor import rename_lr_stats
 
     stats = {"lr-AdamW/head": 1e-3, "lr-AdamW/head_no_decay": 1e-3, "lr-AdamW/backbone": 1e-4,
              "lr-AdamW/backbone_no_decay": 1e-4}  # fmt: skip
@@ -229,7 +229,7 @@ def test_confident_errors_are_spread_over_classes() -> None:
 
 
 def test_model_summary_keeps_modules_with_parameters() -> None:
-    from experiment_utils.model_summary import parameter_rows
+    from imagelab.callbacks.model_summary import parameter_rows
 
     data = [
         (" ", ["0", "1", "2"]),

@@ -88,7 +88,7 @@ def test_runs_are_filtered_on_the_sweep_group_and_sorted_by_the_objective(dashbo
 
 @pytest.mark.slow
 def test_spec_file_rebuilds_the_same_workspace(dashboard: dict) -> None:
-    from tasks.dashboard import workspace_from_spec, workspace_spec
+    from imagelab.tasks.dashboard import workspace_from_spec, workspace_spec
 
     workspace = workspace_from_spec(dashboard["spec"]["workspace"], entity="someone")
     assert workspace.entity == "someone" and workspace.project == "imagelab"
@@ -114,7 +114,7 @@ def test_unknown_group_and_missing_project_are_one_line_errors(dashboard: dict) 
 
 
 def test_project_dashboard_without_a_sweep_has_no_filter() -> None:
-    from tasks.dashboard import build_workspace, plan_dashboard, workspace_spec
+    from imagelab.tasks.dashboard import build_workspace, plan_dashboard, workspace_spec
 
     plan = plan_dashboard({"project": "imagelab", "metric": "val/acc"})
     assert plan.mode == "max" and plan.media_keys == ["test/confusion_matrix", "test/misclassified"]

@@ -21,9 +21,9 @@ def restore_torch_flags() -> Iterator[None]:
 
 
 def train_in_process(tmp_path: Path, *overrides: str) -> dict:
-    """``tasks.training.train`` on the composed train config; the W&B run is always closed."""
-    from tasks.runner import finish_wandb
-    from tasks.training import train
+    """``imagelab.tasks.training.train`` on the composed train config; the W&B run is always closed."""
+    from imagelab.tasks.runner import finish_wandb
+    from imagelab.tasks.training import train
 
     cfg = compose("train", list(overrides), output_dir=tmp_path)
     try:

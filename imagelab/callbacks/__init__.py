@@ -1,0 +1,1 @@
+"""The Lightning callbacks every run shares, one purpose per module."""

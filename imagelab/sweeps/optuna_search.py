@@ -1,0 +1,216 @@
+"""Optuna search support for ``hparams_search=*``: study storage, direction check, the job's running trial.
+
+* :func:`sqlite_storage` builds ``hydra.sweeper.storage``: an Optuna RDB storage on a SQLite file that works
+  with the installed Optuna 2.10 + SQLAlchemy 2 (a plain ``sqlite:///`` URL does not: Optuna's schema stamp
+  is never committed and the database stays locked).
+* :func:`check_sweeper_direction` stops a job whose ``objective.mode`` disagrees with the sweeper's direction.
+* :func:`find_running_trial` gives a job its own trial (for pruning) through the study storage, so it also
+  works when the job runs in another process (joblib, SLURM) than the sweeper.
+
+Nothing heavy at module scope: optuna (seconds to import) is imported inside the functions that need it,
+because scripts/train.py imports this module (through imagelab.tasks.training and the resolvers) before it checks the
+config, and only Optuna sweeps use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from imagelab.core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+CLAIM_ATTR = "output_dir"  # trial user attribute: the job folder that runs the trial
+
+
+def storage_url(path: str) -> str:
+    """SQLAlchemy URL of a study storage: ``path`` as given when it is a URL, else a SQLite file URL."""
+    if "://" in path:
+        return path
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+def sqlite_storage(path: str) -> Any:
+    """An Optuna ``RDBStorage`` on ``path`` (a file, created with its folder, or any SQLAlchemy URL).
+
+    SQLite connections run in autocommit mode: with SQLAlchemy 2, Optuna 2.10 leaves its Alembic schema stamp
+    in an open transaction, which locks the file for every later write. Reopening the same file with the same
+    study name continues the study (``load_if_exists``).
+    """
+    from optuna.storages import RDBStorage  # lazy: optuna, see the module docstring
+
+    url = storage_url(str(path))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # autocommit (see above); wait up to a minute for parallel jobs that write to the same file
+        engine_kwargs = {"isolation_level": "AUTOCOMMIT", "connect_args": {"timeout": 60}}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as exc:
+        raise UserError(
+            f"cannot open the Optuna study storage {url} ({type(exc).__name__}: {exc}); "
+            "check hydra.sweeper.storage.path"
+        ) from None
+
+
+def optuna_sweeper_config() -> DictConfig | None:
+    """The ``hydra.sweeper`` node when the current job runs inside an Optuna ``-m`` sweep, else None."""
+    try:
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if hc.mode != RunMode.MULTIRUN or hc.sweeper.get("_target_") != OPTUNA_SWEEPER:
+        return None
+    return hc.sweeper
+
+
+def _direction_name(direction: Any) -> str:
+    return str(getattr(direction, "name", direction)).split(".")[-1].lower()
+
+
+def check_sweeper_direction(mode: str, also: list[str] | None = None) -> None:
+    """Raise UserError when an Optuna sweep optimises against ``objective.mode`` (max vs minimize), or, for a
+    multi-objective sweep (a list of directions), against ``[objective.mode, *objective.also modes]``."""
+    sweeper = optuna_sweeper_config()
+    if sweeper is None:
+        return
+    direction = sweeper.get("direction")
+    if OmegaConf.is_list(direction) or isinstance(direction, list | tuple):
+        got = [_direction_name(d) for d in direction]
+        want = ["maximize" if m == "max" else "minimize" for m in [mode, *(also or [])]]
+        if got != want:
+            raise UserError(
+                f"hydra.sweeper.direction={got} but the objectives (objective.metric, then objective.also) "
+                f"want {want}: give one direction per objective, in that order"
+            )
+        return
+    expected = "maximize" if mode == "max" else "minimize"
+    if _direction_name(direction) != expected:
+        raise UserError(
+            f"objective.mode={mode} but hydra.sweeper.direction={_direction_name(direction)}: "
+            f"set hydra.sweeper.direction={expected} (or change objective.mode) so the search optimises "
+            "the right way"
+        )
+
+
+def _sweeper_storage(sweeper: DictConfig) -> Any | None:
+    node = sweeper.get("storage")
+    if node is None:
+        return None
+    if isinstance(node, DictConfig):
+        return instantiate(node)
+    return sqlite_storage(str(node))
+
+
+def _job_overrides() -> tuple[list[str], str]:
+    hc = HydraConfig.get()
+    return list(hc.overrides.task), os.path.abspath(hc.runtime.output_dir)
+
+
+def find_running_trial(pruner: Any = None) -> Any | None:
+    """The Optuna trial the current job evaluates, opened through the sweeper's storage; else None.
+
+    The sweeper asks its trials, writes their parameters to the storage and starts one job per trial with
+    overrides ``name=value`` built from them, so the job's trial is the RUNNING trial whose parameters all
+    appear in the job's overrides. Ties (identical proposals in one batch) are broken by claiming the trial
+    with the user attribute ``output_dir``. ``pruner`` decides ``trial.should_prune()`` in this process.
+    """
+    sweeper = optuna_sweeper_config()
+    if sweeper is None:
+        return None
+    storage = _sweeper_storage(sweeper)
+    if storage is None:
+        log.warning("Optuna pruning needs a study storage (hydra.sweeper.storage): pruning is off")
+        return None
+    import optuna  # lazy: see the module docstring
+    from optuna.trial import TrialState
+
+    overrides, output_dir = _job_overrides()
+    wanted = set(overrides)
+    names = [sweeper.get("study_name")] if sweeper.get("study_name") else None
+    if names is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        matches = [
+            t
+            for t in running
+            if t.params
+            and all(f"{k}={v}" in wanted for k, v in t.params.items())
+            and t.user_attrs.get(CLAIM_ATTR) in (None, output_dir)
+        ]
+        if matches:
+            frozen = max(matches, key=lambda t: t.number)
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            trial.set_user_attr(CLAIM_ATTR, output_dir)
+            return trial
+    log.warning("no running Optuna trial matches this job's overrides: pruning is off for this job")
+    return None
+
+
+def tolerate_no_completed_trial() -> None:
+    """Make the Optuna sweeper end quietly when no trial completed (all FAILED), instead of raising.
+
+    hydra-optuna-sweeper 1.3 asks the study for its best trial after the last batch; with no completed trial
+    Optuna raises "Record does not exist", which would hide the per-job errors. The failed jobs are then
+    reported by ``hydra_callbacks.FailedJobsReport``, which also makes the sweep exit with status 1.
+    """
+    from hydra_plugins.hydra_optuna_sweeper import _impl  # lazy: imports optuna, see the module docstring
+
+    original = _impl.OptunaSweeperImpl.sweep
+    if getattr(original, "_tolerates_no_completed_trial", False):
+        return
+
+    def sweep(self: Any, arguments: list[str]) -> None:
+        try:
+            return original(self, arguments)
+        except ValueError as exc:
+            if "Record does not exist" not in str(exc):
+                raise
+            log.error("no trial of the Optuna study completed, so there is no best trial")
+            return None
+
+    sweep._tolerates_no_completed_trial = True  # type: ignore[attr-defined]
+    _impl.OptunaSweeperImpl.sweep = sweep
+
+
+def continued_sampler_seed(seed: int | None, storage_path: str | None, study_name: str | None) -> int | None:
+    """The sampler seed for a study: ``seed`` for a new one, ``seed`` + its number of trials when continued.
+
+    A continued search (``hydra.sweeper.storage.path=<old sweep>/optuna.db``) with the original seed would
+    propose exactly the points it already tried; offsetting the seed by the trials done gives new ones while
+    staying reproducible. Used as ``${optuna_seed:...}`` in the ``hparams_search`` presets.
+    """
+    if seed is None or not storage_path:
+        return seed
+    url = storage_url(str(storage_path))
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        return int(seed)
+    import optuna  # lazy: see the module docstring
+
+    storage = sqlite_storage(str(storage_path))
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    summary = summaries.get(study_name) if study_name else next(iter(summaries.values()), None)
+    done = summary.n_trials if summary is not None else 0
+    if done:
+        log.info(
+            "continuing Optuna study %s from %d earlier trials (sampler seed %d + %d)",
+            study_name,
+            done,
+            seed,
+            done,
+        )
+    return int(seed) + done

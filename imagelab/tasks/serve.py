@@ -1,0 +1,276 @@
+"""HTTP serving with LitServe (Lightning's serving library): ``POST /predict`` an image file, get the denoised
+image (same format and bit depth) or a classifier's top-k as JSON; ``GET /health``; request batching.
+
+Bad input never reaches the model and never gives a 500: ``UploadGuard`` (an ASGI middleware in front of
+the endpoint) answers 415 to a body that is not a multipart upload, 413 to one over the size limit and 400 to
+a malformed one; the worker answers 415 to a file that is not an image, 400 to a corrupt one, 413 to one with
+too many pixels and 422 to a wrong channel count. Such answers are made per request, so a bad request that
+lands in the same batch as good ones does not fail them (LitServe fails a whole batch when one of its
+requests raises). Each answer says in its ``X-Batch-Size`` header how many requests ran in its batch.
+"""
+
+# no ``from __future__ import annotations``: LitServe reads decode_request's annotation as a class
+import base64
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import torch
+from omegaconf import DictConfig, OmegaConf
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from datamodules.image_io import read_image, write_image
+from imagelab.config.run_checkpoint import load_run_checkpoint, model_kind
+from imagelab.core.errors import UserError
+from imagelab.deploy.exported_model import ExportedModel
+from imagelab.tasks.inference import check_model_choice, denoise_arrays, load_denoiser
+from imagelab.tasks.prediction import classify_arrays, eval_transform, load_classifier
+
+log = logging.getLogger(__name__)
+
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": (".png", "image/png"),
+    b"\xff\xd8\xff": (".jpg", "image/jpeg"),
+    b"II*\x00": (".tif", "image/tiff"),
+    b"MM\x00*": (".tif", "image/tiff"),
+    b"BM": (".bmp", "image/bmp"),
+}
+"""First bytes of the accepted image formats -> (file ending, media type)."""
+FIELD = "file"
+"""Name of the multipart form field that carries the image."""
+
+
+@dataclass
+class Rejected:
+    """A request refused with an HTTP status and a one-line reason."""
+
+    status: int
+    detail: str
+
+
+@dataclass
+class Upload:
+    """A decoded image and how to send the answer back (same file type)."""
+
+    array: Any
+    suffix: str
+    media_type: str
+
+
+def error_response(status: int, detail: str) -> JSONResponse:
+    """The JSON body of every refused request: ``{"error": "..."}``."""
+    return JSONResponse({"error": detail}, status_code=status)
+
+
+def sniff(data: bytes) -> tuple[str, str] | None:
+    """(file ending, media type) of image bytes by their signature, or None when they are no known image."""
+    return next((v for sig, v in SIGNATURES.items() if data.startswith(sig)), None)
+
+
+class UploadGuard:
+    """ASGI middleware for ``POST <path>``: 415 unless multipart, 413 over ``max_bytes``, 400 when malformed.
+
+    It reads the body (counting, so a missing or false Content-Length cannot bypass the limit), checks that it
+    parses as multipart form data with a file field, then hands the file to the endpoint as a JSON body
+    ``{"filename", "data": base64}`` (LitServe's queue to the worker process cannot carry an UploadFile).
+    """
+
+    def __init__(self, app: Any, path: str = "/predict", max_bytes: int = 20_000_000) -> None:
+        self.app, self.path, self.max_bytes = app, path, int(max_bytes)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Check one request (only POST to the endpoint) and pass it on or answer it."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        content_type = Headers(scope=scope).get("content-type", "")
+        body, more, too_big = bytearray(), True, False
+        while more:  # read everything (also when refusing) so the client always gets the answer
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            too_big = too_big or len(body) + len(chunk) > self.max_bytes
+            if not too_big:
+                body += chunk
+            more = message.get("more_body", False)
+        if not content_type.startswith("multipart/form-data"):
+            reply = error_response(415, f"send the image as a multipart upload in the form field '{FIELD}' "
+                                   f"(curl -F {FIELD}=@image.png URL), not {content_type or 'a raw body'}")  # fmt: skip
+        elif too_big:
+            reply = error_response(
+                413, f"upload larger than the limit of {self.max_bytes / 1e6:g} MB (max_upload_mb)"
+            )
+        else:
+            reply = None
+        if reply is None:
+            reply, payload = await self._form_to_json(scope, bytes(body))
+        if reply is not None:
+            await reply(scope, receive, send)
+            return
+        # the endpoint gets the file as JSON: LitServe's worker queue cannot carry starlette's UploadFile
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            return await receive()
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+    @staticmethod
+    async def _form_to_json(scope: dict, body: bytes) -> tuple[Response | None, bytes]:
+        """(refusal or None, ``{"filename": ..., "data": <base64>}`` as JSON bytes) of a multipart body."""
+
+        async def once() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(scope, once).form()
+        except Exception as exc:  # starlette raises MultiPartException and others for broken bodies
+            return error_response(400, f"malformed multipart body: {exc}"), b""
+        upload = form.get(FIELD)
+        if not hasattr(upload, "read"):
+            await form.close()
+            return error_response(
+                400, f"no file in the form field '{FIELD}' (curl -F {FIELD}=@image.png URL)"
+            ), b""
+        data = await upload.read()
+        await form.close()
+        payload = {"filename": upload.filename, "data": base64.b64encode(data).decode("ascii")}
+        return None, json.dumps(payload).encode()
+
+
+class ImageAPI(ls.LitAPI):
+    """The model behind ``/predict``: a denoiser or classifier from a checkpoint or an exported file."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(max_batch_size=int(cfg["max_batch_size"]), batch_timeout=float(cfg["batch_timeout"]))
+        self.cfg = cfg
+
+    def setup(self, device: str) -> None:
+        """Load the model once in the worker process."""
+        cfg = OmegaConf.create(self.cfg)
+        self.device = torch.device(device)
+        self.kind = self.cfg["kind"]
+        if self.kind == "denoiser":
+            self.model = load_denoiser(cfg, self.device).eval()
+            self.channels = int(self.model.channels)
+        else:
+            self.model, self.preprocess, self.names = load_classifier(cfg, self.device)
+            self.channels = int(self.preprocess.get("channels", 3))
+            self.transform = eval_transform(self.preprocess)
+
+    def decode_request(self, request: Request) -> Upload | Rejected:  # a dict, see UploadGuard
+        """The uploaded image, or the reason it is refused (never raises: see the module docstring)."""
+        try:
+            data = base64.b64decode(request["data"], validate=True)  # see UploadGuard
+        except (KeyError, TypeError, ValueError):
+            return Rejected(400, f"no file in the form field '{FIELD}'")
+        kind = sniff(data[:16])
+        if kind is None:
+            return Rejected(415, "the upload is not an image: send a PNG, JPEG, TIFF or BMP file")
+        suffix, media_type = kind
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                array = read_image(path)
+            except UserError as exc:
+                return Rejected(400, str(exc).replace(str(path), "the upload").split("; replace")[0])
+        height, width = array.shape[:2]
+        if height * width > int(self.cfg["max_pixels"]):
+            return Rejected(
+                413,
+                f"image of {width}x{height} pixels is over the limit of {self.cfg['max_pixels']} (max_pixels)",
+            )
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        if channels != self.channels and self.cfg["strict_channels"]:
+            want = "grayscale (1 channel)" if self.channels == 1 else f"colour ({self.channels} channels)"
+            return Rejected(422, f"the model takes {want} images, this one has {channels} channel(s)")
+        return Upload(array, suffix, media_type)
+
+    def predict(self, x: Any) -> Any:
+        """Run the model on the valid uploads of a batch (one call for all of them); refusals pass through."""
+        items = x if isinstance(x, list) else [x]
+        valid = [i for i, item in enumerate(items) if isinstance(item, Upload)]
+        arrays = [items[i].array for i in valid]
+        if not arrays:
+            results: list[Any] = []
+        elif self.kind == "denoiser":
+            results = denoise_arrays(
+                self.model, arrays, int(self.cfg["tile"]), int(self.cfg["overlap"]), self.device
+            )
+        else:
+            k = int(self.cfg["top_k"])
+            results = classify_arrays(
+                self.model, self.preprocess, self.names, arrays, k, self.device, self.transform
+            )
+        out = list(items)
+        for i, result in zip(valid, results, strict=True):
+            out[i] = (result, items[i], len(items))
+        return out if isinstance(x, list) else out[0]
+
+    def encode_response(self, output: Any) -> Response:
+        """The denoised image file, the top-k JSON, or the refusal as JSON with its status."""
+        if isinstance(output, Rejected):
+            return error_response(output.status, output.detail)
+        result, upload, batch_size = output
+        headers = {"X-Batch-Size": str(batch_size)}
+        if self.kind == "classifier":
+            top = [{"class": name, "prob": prob} for name, prob in result]
+            return JSONResponse({"top_k": top}, headers=headers)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_image(Path(tmp) / f"denoised{upload.suffix}", result)
+            return Response(content=path.read_bytes(), media_type=upload.media_type, headers=headers)
+
+
+def server_config(cfg: DictConfig) -> dict[str, Any]:
+    """The plain settings the worker needs, checked; the model kind is read here (fails fast)."""
+    check_model_choice(cfg)
+    for key in ("port", "max_batch_size", "max_pixels", "top_k", "tile"):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key} must be an integer >= 1, got {value!r}")
+    if float(cfg.max_upload_mb) <= 0 or float(cfg.batch_timeout) < 0:
+        raise UserError("max_upload_mb must be > 0 and batch_timeout >= 0")
+    if cfg.get("model_path"):
+        kind = ExportedModel(str(cfg.model_path)).kind
+    else:
+        kind = model_kind(load_run_checkpoint(str(cfg.ckpt_path))[1])
+    if kind not in ("denoiser", "classifier"):
+        raise UserError(f"{cfg.ckpt_path} holds a {kind} model: only denoisers and classifiers can be served")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    keys = ("ckpt_path", "model_path", "max_batch_size", "batch_timeout", "max_pixels", "strict_channels", "top_k",
+            "tile", "overlap", "device")  # fmt: skip
+    return {**{k: plain.get(k) for k in keys}, "kind": kind, "merge_lora": True}
+
+
+def serve(cfg: DictConfig) -> dict[str, Any]:
+    """Start the server on ``cfg.host:cfg.port`` and block until it is stopped."""
+    settings = server_config(cfg)
+    accelerator = (
+        "cpu" if str(cfg.device) == "cpu" or str(cfg.get("model_path") or "").endswith(".onnx") else "auto"
+    )
+    settings["device"] = "cpu" if accelerator == "cpu" else str(cfg.device)
+    guard = (UploadGuard, {"path": "/predict", "max_bytes": int(float(cfg.max_upload_mb) * 1e6)})
+    server = ls.LitServer(ImageAPI(settings), accelerator=accelerator, devices=1, workers_per_device=1,
+                          timeout=float(cfg.timeout), middlewares=[guard])  # fmt: skip
+    print(
+        f"serving a {settings['kind']} on http://{cfg.host}:{cfg.port}/predict (health: /health)", flush=True
+    )
+    print(
+        json.dumps({k: settings[k] for k in ("max_batch_size", "max_pixels", "strict_channels")}), flush=True
+    )
+    server.run(host=str(cfg.host), port=int(cfg.port), generate_client_file=False, num_api_servers=1)
+    return {"metrics": {}}

@@ -1,0 +1,146 @@
+"""The train task: build data, model, callbacks, loggers and trainer from config; fit; test the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from imagelab.config.instantiation import instantiate_callbacks, instantiate_node
+from imagelab.config.objective import extra_objectives, resolve_objective
+from imagelab.config.run_checkpoint import check_resumable_checkpoint
+from imagelab.core.atomic import remove_stale_partials
+from imagelab.core.code_version import record_code_version
+from imagelab.core.requeue import slurm_restart_count
+from imagelab.sweeps.optuna_search import check_sweeper_direction
+from imagelab.tasks.ddp_launch import install_hydra_job_subprocess_cmd
+from imagelab.tasks.resume import resume_point
+from imagelab.tracking.console import quiet_lightning_handlers
+from imagelab.tracking.loggers import instantiate_loggers
+from imagelab.tracking.wandb_files import loggable_config
+
+# Lightning, torch and the modules built on them are imported inside train(): scripts/train.py imports this
+# module before run_task checks the config, so a mistyped value is reported in a second, not after their
+# start-up (tests/test_run_faults.py::test_the_config_is_checked_before_any_heavy_import).
+
+log = logging.getLogger(__name__)
+
+
+def _scalar_metrics(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(prefixes):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return dict(sorted(out.items()))
+
+
+def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
+    """Scalars that callbacks report for metrics.json (e.g. the Optuna trial number and pruning epoch)."""
+    out: dict[str, float] = {}
+    for callback in callbacks:
+        if hasattr(callback, "result_metrics"):
+            out.update(callback.result_metrics())
+    return out
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (``cfg.train``) and test the best checkpoint (``cfg.test``); return the run's results.
+
+    The result holds ``objective`` (metric, mode, best value), ``metrics`` (final train/val/test scalars),
+    ``best_checkpoint`` and the logger objects (under ``loggers``, not serialisable).
+    """
+    import lightning.pytorch as pl  # lazy, like all of this function's imports: see the note at the top
+
+    from imagelab.callbacks.run_config import (
+        AttachLoggersAfterDataSetup,
+        ParameterCountLogger,
+        RunConfigInCheckpoint,
+        count_parameters,
+    )
+    from imagelab.callbacks.run_guards import GracefulInterrupt
+    from imagelab.callbacks.speed import framework_callbacks
+    from imagelab.core.checkpoint_io import AtomicCheckpointIO
+
+    quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
+
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if HydraConfig.initialized():
+        install_hydra_job_subprocess_cmd()
+
+    log.info("Instantiating data <%s>", cfg.data.get("_target_"))
+    datamodule = instantiate_node(cfg.data, "data")
+    log.info("Instantiating model <%s>", cfg.model.get("_target_"))
+    model = instantiate_node(cfg.model, "model")
+    metric, mode = resolve_objective(cfg, model)
+    check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
+
+    output_dir = Path(cfg.paths.output_dir)
+    resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
+    ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
+    if ckpt_path and cfg.get("train", True):
+        check_resumable_checkpoint(ckpt_path, cfg)
+    remove_stale_partials(output_dir / "checkpoints")  # temp files of a save that was killed half-way
+
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
+    callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
+    if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
+        callbacks.append(instantiate_node(cfg.distill, "distill"))
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
+    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
+        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
+    callbacks.insert(
+        0,
+        AttachLoggersAfterDataSetup(
+            loggers,
+            loggable_config({**run_config, "code": record_code_version(None)}),  # without unfilled None
+        ),
+    )
+    trainer: pl.Trainer = instantiate_node(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+    )
+
+    result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
+    if cfg.get("train", True):
+        if resumed:
+            log.info("resuming %s from %s (W&B run %s)", output_dir, resumed.checkpoint, resumed.wandb_id)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
+
+    checkpoint_cb = trainer.checkpoint_callback
+    best_path = getattr(checkpoint_cb, "best_model_path", "") or None
+    best_score = getattr(checkpoint_cb, "best_model_score", None)
+    best_value = float(best_score) if best_score is not None else fit_metrics.get(metric, math.nan)
+
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test", True):
+        if best_path is None:
+            log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
+        trainer.test(
+            model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+        )  # verbose=False: the task prints the results once, at the end
+        test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
+
+    objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best_value}
+    also = extra_objectives(cfg)
+    if also:  # multi-objective search: every objective's value, in the sweeper's direction order
+        final = {**fit_metrics, **test_metrics, **count_parameters(model)}
+        objective["metrics"] = [metric, *[m for m, _ in also]]
+        objective["modes"] = [mode, *[d for _, d in also]]
+        objective["values"] = [best_value, *[final.get(m, math.nan) for m, _ in also]]
+    result.update(
+        objective=objective,
+        metrics={**fit_metrics, **test_metrics, **count_parameters(model), **_callback_metrics(callbacks)},
+        best_checkpoint=best_path,
+        is_global_zero=trainer.is_global_zero,
+    )
+    return result
