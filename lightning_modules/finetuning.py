@@ -46,7 +46,6 @@ VIT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 """LoRA targets of timm ViTs (and other models with the same block layout)."""
 RESNET_TARGETS = r"layer\d+\.\d+\.conv\d+"
 """LoRA targets of timm ResNets: the convs of every residual block (not the stem, not the downsample)."""
-LORA_PREFIX = "base_model.model."
 
 
 def _in_module(name: str, module: str) -> bool:
@@ -249,16 +248,6 @@ def build_strategy(cfg: Mapping[str, Any]) -> FinetuneStrategy:
             f"model.finetune.{unknown[0]} is not an option of finetune={cls.name} (its options: {valid})"
         )
     return cls(**options)
-
-
-def strip_lora_name(name: str) -> str:
-    """A parameter/module name of a peft-wrapped model as the plain timm model names it (roughly)."""
-    name = name[len(LORA_PREFIX) :] if name.startswith(LORA_PREFIX) else name
-    return (
-        name.replace(".base_layer", "")
-        .replace(".modules_to_save.default", "")
-        .replace(".original_module", "")
-    )
 
 
 def partial_trainable_params(model: nn.Module, blocks: int, head: str) -> set[str]:

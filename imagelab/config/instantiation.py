@@ -47,8 +47,6 @@ def instantiate_node(node: Any, what: str, **kwargs: Any) -> Any:
             message = f"{message} ({type(cause).__name__}: {cause})" if str(cause) not in message else message
             raise UserError(f"cannot build '{what}': {message}; check its keys with --cfg job") from None
         raise
-    except UserError:
-        raise
 
 
 def require_target(node: Any, what: str) -> dict[str, Any]:

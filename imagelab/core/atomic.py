@@ -72,11 +72,6 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[str], Any]) -> 
     return target
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -24,13 +24,6 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def plain_mapping(cfg: Any, what: str) -> dict[str, Any]:
-    """``cfg`` as a plain dict; UserError naming ``what`` (e.g. ``network``) when it is not a mapping."""
-    if not isinstance(cfg, Mapping | DictConfig):
-        raise UserError(f"the {what} config must be a mapping with a 'name' key, got {cfg!r}")
-    return dict(to_plain(cfg))
-
-
 def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> Any:
     """``value`` when it is an integer >= ``low`` (or None when allowed), else a UserError naming ``key``."""
     if value is None and allow_none:
