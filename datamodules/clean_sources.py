@@ -166,15 +166,6 @@ def split_indices(
     return {"train": train, "val": val, "test": test}
 
 
-def check_max_images(max_images: Any) -> int | None:
-    """``max_images`` when it is a positive integer or None, else UserError."""
-    if max_images is None:
-        return None
-    if not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 1:
-        raise UserError(f"max_images must be a positive integer or null, got {max_images!r}")
-    return max_images
-
-
 def cap_indices(n: int, max_images: int | None, seed: int) -> list[int]:
     """Indices of at most ``max_images`` of ``n`` items, chosen at random with ``seed`` (all when None)."""
     if max_images is None or max_images >= n:

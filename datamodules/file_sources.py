@@ -24,7 +24,6 @@ from datamodules.clean_sources import (
     Splits,
     cap_indices,
     check_fractions,
-    check_max_images,
     split_indices,
 )
 from datamodules.image_io import list_images, read_image
@@ -57,7 +56,7 @@ class FolderImages(CleanSource):
         check_int("source.split_seed", split_seed, 0)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split_seed = split_seed
-        self.max_images = check_max_images(max_images)
+        self.max_images = check_int("source.max_images", max_images, 1, allow_none=True)
 
     def _keep(self, n: int, what: str) -> dict[str, list[int]]:
         """Split indices into ``n`` items (after the ``max_images`` cap, as indices into the full list)."""
@@ -149,7 +148,7 @@ class CIFAR10Images(CleanSource):
     ) -> None:
         self.root = _root(root, "the data dir that holds cifar-10-batches-py/")
         self.download = bool(download)
-        self.max_images = check_max_images(max_images)
+        self.max_images = check_int("source.max_images", max_images, 1, allow_none=True)
         check_fractions(val_fraction, 0.0)
         check_int("source.split_seed", split_seed, 0)
         self.val_fraction = val_fraction

@@ -16,9 +16,9 @@ from imagelab.core.devices import resolve_device
 from imagelab.core.errors import UserError
 
 
-def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> None:
-    """UserError naming ``data.<key>`` unless ``value`` is an integer >= ``low`` (or None when allowed)."""
-    plain_config.check_int(f"data.{key}", value, low, allow_none)
+def check_int(key: str, value: Any, low: int, allow_none: bool = False) -> Any:
+    """``value``; UserError naming ``data.<key>`` unless it is an integer >= ``low`` (or None when allowed)."""
+    return plain_config.check_int(f"data.{key}", value, low, allow_none)
 
 
 def check_pin_memory(pin_memory: Any) -> bool | str:

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from imagelab.callbacks.run_config import build_module_from_data
 from imagelab.core.errors import UserError
+from imagelab.core.plain_config import check_int
 
 WEIGHTS_KEY = "weights"
 """Checkpoint key that says which weights ``state_dict`` holds: ``"ema"`` when written with this callback."""
@@ -65,15 +66,10 @@ class EMA(WeightAveraging):
         decay = float(decay)
         if not 0.0 < decay < 1.0:
             raise UserError(f"callbacks.ema.decay must be in (0, 1), got {decay}")
-        if int(warmup_steps) < 0 or int(start_step) < 0 or int(every_n_steps) < 1:
-            raise UserError(
-                "callbacks.ema: warmup_steps and start_step must be >= 0 and every_n_steps >= 1, got "
-                f"{warmup_steps}, {start_step}, {every_n_steps}"
-            )
         self.decay = decay
-        self.warmup_steps = int(warmup_steps)
-        self.start_step = int(start_step)
-        self.every_n_steps = int(every_n_steps)
+        self.warmup_steps = check_int("callbacks.ema.warmup_steps", warmup_steps, 0)
+        self.start_step = check_int("callbacks.ema.start_step", start_step, 0)
+        self.every_n_steps = check_int("callbacks.ema.every_n_steps", every_n_steps, 1)
         super().__init__(device=device, use_buffers=True, multi_avg_fn=self._average)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -33,6 +33,7 @@ from imagelab.callbacks.run_config import build_module_from_data
 from imagelab.config.instantiation import instantiate_node
 from imagelab.core.distributed import LR_SCALING_RULES, lr_scale_factor
 from imagelab.core.errors import UserError
+from imagelab.core.plain_config import check_int
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +165,7 @@ class LRScaling(pl.Callback):
         super().__init__()
         if rule not in LR_SCALING_RULES:
             raise UserError(f"unknown lr_scaling.rule {rule!r}; valid rules: {', '.join(LR_SCALING_RULES)}")
-        if base_batch_size is not None and (
-            not isinstance(base_batch_size, int) or isinstance(base_batch_size, bool) or base_batch_size < 1
-        ):
-            raise UserError(
-                f"lr_scaling.base_batch_size must be a positive integer or null, got {base_batch_size!r}"
-            )
+        check_int("lr_scaling.base_batch_size", base_batch_size, 1, allow_none=True)
         self.rule = rule
         self.base_batch_size = base_batch_size
         self.factor: float = 1.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagelab.core.plain_config import check_int
+
 
 def check_channels(channels: Any) -> int:
-    """``channels`` if it is a positive int (1 = grayscale, 3 = colour), else ValueError."""
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int (1 = grayscale, 3 = colour), got {channels!r}")
-    return channels
+    """``channels`` if it is a positive int (1 = grayscale, 3 = colour), else a UserError."""
+    return check_int("channels (1 = grayscale, 3 = colour)", channels, 1)
