@@ -176,7 +176,7 @@ class ClassifierModule(pl.LightningModule):
         The data flows one way: the module reads ``self.trainer.datamodule.data_config()``; the datamodule
         knows nothing of the model. Idempotent per stage and datamodule: Lightning sets up callbacks before
         the module, so callbacks that need the final network in their own ``setup`` (channels-last, compile,
-        distillation) call it first (``imagelab.callbacks.run_config.build_module_from_data``).
+        distillation) call it first (``imagelab.callbacks.final_network.build_module_from_data``).
         """
         stage = str(getattr(stage, "value", stage))  # Lightning passes its TrainerFn enum
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from imagelab.callbacks.run_config import build_module_from_data
+from imagelab.callbacks.final_network import build_module_from_data
 from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from imagelab.core.errors import UserError
 

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
-from imagelab.callbacks.run_config import build_module_from_data
+from imagelab.callbacks.final_network import build_module_from_data
 from imagelab.core.errors import UserError
 from imagelab.core.plain_config import check_int
 

@@ -436,7 +436,7 @@ def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
 def test_network_is_final_before_callbacks_are_set_up(cifar_root: Path) -> None:
     """Callbacks acting in setup() (channels-last, torch.compile) must see the network that will train."""
 
-    from imagelab.callbacks.run_config import build_module_from_data
+    from imagelab.callbacks.final_network import build_module_from_data
 
     class Probe(pl.Callback):
         def setup(self, trainer, pl_module, stage) -> None:

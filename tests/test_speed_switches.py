@@ -199,7 +199,7 @@ def _fake_trainer(world: int, accumulate: int, batch_size: int, lr: float = 0.1)
 )
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_scaling_rules(rule: str, base: int | None, expected: float) -> None:
-    from imagelab.callbacks.speed import LRScaling
+    from imagelab.callbacks.lr_scaling import LRScaling
 
     trainer = _fake_trainer(world=4, accumulate=2, batch_size=8)  # global batch 64
     callback = LRScaling(rule, base)
@@ -213,7 +213,7 @@ def test_lr_scaling_rules(rule: str, base: int | None, expected: float) -> None:
 
 
 def test_lr_scaling_in_a_run_and_errors(tmp_path: Path) -> None:
-    from imagelab.callbacks.speed import LRScaling
+    from imagelab.callbacks.lr_scaling import LRScaling
 
     result = _train(tmp_path, "lr_scaling.rule=linear", "lr_scaling.base_batch_size=4")
     found = [c for c in result["trainer"].callbacks if isinstance(c, LRScaling)]

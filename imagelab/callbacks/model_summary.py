@@ -2,7 +2,7 @@
 
 Lightning's ``RichModelSummary`` also lists every zero-parameter module (the torchmetrics metrics, the loss),
 their train/eval mode and a FLOPs column that stays 0 unless FLOPs are measured. The totals are printed
-once by ``imagelab.callbacks.run_config.ParameterCountLogger`` right after this table.
+once by ``imagelab.callbacks.parameter_count.ParameterCountLogger`` right after this table.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GPU fast-path switches (config group ``speed``) and the optional learning-rate scaling (``lr_scaling``).
+"""GPU fast-path switches (config group ``speed``).
 
 ``SpeedSwitches`` is a callback that, once the Trainer knows its device and before the strategy moves and
 wraps the model, sets:
@@ -16,8 +16,7 @@ CPU run is numerically unchanged. Mixed precision is ``trainer.precision``; pinn
 prefetching are data options (``data.pin_memory`` etc.). Lightning already copies batches to CUDA with
 ``non_blocking=True``, which overlaps the copy with compute when the loader pins memory.
 
-``framework_callbacks(cfg)`` builds the callbacks ``imagelab.tasks.training.train`` adds to every run from
-``cfg.speed`` and ``cfg.lr_scaling``. See docs/scaling.md.
+``imagelab.tasks.callback_assembly`` adds it to every training run from ``cfg.speed``. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -27,15 +26,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from imagelab.callbacks.run_config import build_module_from_data
-from imagelab.config.instantiation import instantiate_node
-from imagelab.core.distributed import LR_SCALING_RULES, lr_scale_factor
+from imagelab.callbacks.final_network import build_module_from_data
 from imagelab.core.errors import UserError
-from imagelab.core.plain_config import check_int
 
 log = logging.getLogger(__name__)
+log_info = rank_zero_only(log.info)  # log.info in the rank-zero process only
 
 AUTO = "auto"
 MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "high", "medium")
@@ -144,71 +142,6 @@ class SpeedSwitches(pl.Callback):
                 kwargs["mode"] = self.compile_mode
             target.compile(**kwargs)
             self.resolved["compiled"] = type(target).__name__
-        if trainer.is_global_zero:
-            log.info("speed switches: %s", self.resolved)
+        log_info("speed switches: %s", self.resolved)
         for logger in trainer.loggers:
             logger.log_hyperparams({f"speed/{k}": v for k, v in self.resolved.items()})
-
-
-class LRScaling(pl.Callback):
-    """Scale every optimizer's learning rate with the global batch when fitting starts (off by default).
-
-    global batch = per-device batch (``datamodule.batch_size``) x devices x nodes x accumulate_grad_batches;
-    ``base_batch_size`` is the global batch the configured LR was tuned for (None = one device without
-    accumulation, i.e. ``datamodule.batch_size``). ``rule``: none (x1), linear (x k) or sqrt (x sqrt(k)) with
-    k = global / base batch. Applied once, on ``on_fit_start``, to each param group's ``lr`` / ``initial_lr``
-    and to the schedulers' ``base_lrs``; a resumed run then gets the saved (already scaled) optimizer and
-    scheduler state from its checkpoint, restored by Lightning after this hook.
-    """
-
-    def __init__(self, rule: str = "none", base_batch_size: int | None = None) -> None:
-        super().__init__()
-        if rule not in LR_SCALING_RULES:
-            raise UserError(f"unknown lr_scaling.rule {rule!r}; valid rules: {', '.join(LR_SCALING_RULES)}")
-        check_int("lr_scaling.base_batch_size", base_batch_size, 1, allow_none=True)
-        self.rule = rule
-        self.base_batch_size = base_batch_size
-        self.factor: float = 1.0
-        self.global_batch: int | None = None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Compute the factor from the run's world size and batch and multiply the learning rates."""
-        per_device = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-        if not isinstance(per_device, int):
-            raise UserError(
-                "lr_scaling needs a datamodule with an integer batch_size; use lr_scaling.rule=none"
-            )
-        accumulate = max(1, int(trainer.accumulate_grad_batches))
-        self.global_batch = per_device * int(trainer.world_size) * accumulate
-        base = self.base_batch_size if self.base_batch_size is not None else per_device
-        self.factor = lr_scale_factor(self.rule, self.global_batch, base)
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] *= self.factor
-                if "initial_lr" in group:
-                    group["initial_lr"] *= self.factor
-        for config in trainer.lr_scheduler_configs:
-            if hasattr(config.scheduler, "base_lrs"):
-                config.scheduler.base_lrs = [lr * self.factor for lr in config.scheduler.base_lrs]
-        if trainer.is_global_zero:
-            log.info(
-                "lr_scaling %s: global batch %d (base %d): learning rates x %.4g",
-                self.rule,
-                self.global_batch,
-                base,
-                self.factor,
-            )
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"lr_scaling/factor": self.factor, "lr_scaling/batch": self.global_batch})
-
-
-def framework_callbacks(cfg: Any) -> list[pl.Callback]:
-    """The callbacks every training run gets from ``cfg.speed`` and ``cfg.lr_scaling`` (absent keys: none)."""
-    callbacks: list[pl.Callback] = []
-    speed = cfg.get("speed")
-    if speed is not None:
-        callbacks.append(instantiate_node(speed, "speed"))
-    scaling = cfg.get("lr_scaling")
-    if scaling is not None and scaling.get("rule", "none") != "none":
-        callbacks.append(LRScaling(scaling.get("rule"), scaling.get("base_batch_size")))
-    return callbacks

@@ -7,7 +7,7 @@
   Ranks may get one batch more or less than each other, which is safe in evaluation because DDP only
   synchronises buffers on the first forward pass without gradients; every rank needs at least one item.
 * ``lr_scale_factor(rule, global_batch, base_batch)``: the optional learning-rate scaling rule (applied by
-  ``imagelab.callbacks.speed.LRScaling``, configured by ``lr_scaling`` in conf/train.yaml).
+  ``imagelab.callbacks.lr_scaling.LRScaling``, configured by ``lr_scaling`` in conf/train.yaml).
 
 Lightning is imported inside the function that needs it: the console (``env_rank``) and the task wrapper
 import this module before a run's config is checked, when Lightning must not be loaded yet.

@@ -10,18 +10,17 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from imagelab.config.instantiation import instantiate_callbacks, instantiate_node
+from imagelab.config.instantiation import instantiate_node
 from imagelab.config.objective import extra_objectives, resolve_objective
 from imagelab.config.run_checkpoint import check_resumable_checkpoint
 from imagelab.core.atomic import remove_stale_partials
-from imagelab.core.code_version import record_code_version
 from imagelab.core.requeue import slurm_restart_count
 from imagelab.sweeps.optuna_search import check_sweeper_direction
+from imagelab.tasks.callback_assembly import run_callbacks, with_loggers
 from imagelab.tasks.ddp_launch import install_hydra_job_subprocess_cmd
-from imagelab.tasks.resume import resume_point
+from imagelab.tasks.resume import ResumePoint, resume_point
 from imagelab.tracking.console import quiet_lightning_handlers
 from imagelab.tracking.loggers import instantiate_loggers
-from imagelab.tracking.wandb_files import loggable_config
 
 # Lightning, torch and the modules built on them are imported inside train(): scripts/train.py imports this
 # module before run_task checks the config, so a mistyped value is reported in a second, not after their
@@ -50,6 +49,52 @@ def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
     return out
 
 
+def _resume(cfg: DictConfig, output_dir: Path) -> tuple[ResumePoint | None, str | None]:
+    """Where fitting starts: the run's own checkpoint when resumed or requeued, else ``cfg.ckpt_path``.
+
+    A checkpoint to fit from is checked against the config first; temp files of a save that was killed
+    half-way are removed.
+    """
+    resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
+    ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
+    if ckpt_path and cfg.get("train", True):
+        check_resumable_checkpoint(ckpt_path, cfg)
+    remove_stale_partials(output_dir / "checkpoints")
+    return resumed, ckpt_path
+
+
+def _best_checkpoint(trainer: Any, fit_metrics: dict[str, float], metric: str) -> tuple[str | None, float]:
+    """The best checkpoint's path and objective value (the last fitted value when nothing was checkpointed)."""
+    checkpoint_cb = trainer.checkpoint_callback
+    best_path = getattr(checkpoint_cb, "best_model_path", "") or None
+    best_score = getattr(checkpoint_cb, "best_model_score", None)
+    best_value = float(best_score) if best_score is not None else fit_metrics.get(metric, math.nan)
+    return best_path, best_value
+
+
+def _test(trainer: Any, model: Any, datamodule: Any, best_path: str | None) -> dict[str, float]:
+    """Test the best checkpoint (the current weights when there is none); the ``test/`` scalars."""
+    if best_path is None:
+        log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
+    trainer.test(
+        model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
+    )  # verbose=False: the task prints the results once, at the end
+    return _scalar_metrics(trainer.callback_metrics, ("test/",))
+
+
+def _objective(
+    cfg: DictConfig, metric: str, mode: str, best: float, final: dict[str, float]
+) -> dict[str, Any]:
+    """The objective's metric, mode and best value; with every objective's under a multi-objective search."""
+    objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best}
+    also = extra_objectives(cfg)
+    if also:  # multi-objective search: every objective's value, in the sweeper's direction order
+        objective["metrics"] = [metric, *[m for m, _ in also]]
+        objective["modes"] = [mode, *[d for _, d in also]]
+        objective["values"] = [best, *[final.get(m, math.nan) for m, _ in also]]
+    return objective
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit (``cfg.train``) and test the best checkpoint (``cfg.test``); return the run's results.
 
@@ -58,14 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl  # lazy, like all of this function's imports: see the note at the top
 
-    from imagelab.callbacks.run_config import (
-        AttachLoggersAfterDataSetup,
-        ParameterCountLogger,
-        RunConfigInCheckpoint,
-        count_parameters,
-    )
-    from imagelab.callbacks.run_guards import GracefulInterrupt
-    from imagelab.callbacks.speed import framework_callbacks
+    from imagelab.callbacks.parameter_count import count_parameters
     from imagelab.core.checkpoint_io import AtomicCheckpointIO
 
     quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
@@ -83,64 +121,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
 
     output_dir = Path(cfg.paths.output_dir)
-    resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
-    ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
-    if ckpt_path and cfg.get("train", True):
-        check_resumable_checkpoint(ckpt_path, cfg)
-    remove_stale_partials(output_dir / "checkpoints")  # temp files of a save that was killed half-way
-
+    resumed, ckpt_path = _resume(cfg, output_dir)
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
-    callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
-    if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
-        callbacks.append(instantiate_node(cfg.distill, "distill"))
+    callbacks = run_callbacks(cfg, run_config)
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
-    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger (logger=none)
-        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
-    callbacks.insert(
-        0,
-        AttachLoggersAfterDataSetup(
-            loggers,
-            loggable_config({**run_config, "code": record_code_version(None)}),  # without unfilled None
-        ),
-    )
+    callbacks = with_loggers(callbacks, loggers, run_config)
     trainer: pl.Trainer = instantiate_node(
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
     )
 
-    result: dict[str, Any] = {"loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
         if resumed:
             log.info("resuming %s from %s (W&B run %s)", output_dir, resumed.checkpoint, resumed.wandb_id)
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
-
-    checkpoint_cb = trainer.checkpoint_callback
-    best_path = getattr(checkpoint_cb, "best_model_path", "") or None
-    best_score = getattr(checkpoint_cb, "best_model_score", None)
-    best_value = float(best_score) if best_score is not None else fit_metrics.get(metric, math.nan)
-
-    test_metrics: dict[str, float] = {}
-    if cfg.get("test", True):
-        if best_path is None:
-            log.warning("No best checkpoint (checkpointing off or not fitted): testing the current weights")
-        trainer.test(
-            model=model, datamodule=datamodule, ckpt_path=best_path, weights_only=True, verbose=False
-        )  # verbose=False: the task prints the results once, at the end
-        test_metrics = _scalar_metrics(trainer.callback_metrics, ("test/",))
-
-    objective: dict[str, Any] = {"metric": metric, "mode": mode, "best": best_value}
-    also = extra_objectives(cfg)
-    if also:  # multi-objective search: every objective's value, in the sweeper's direction order
-        final = {**fit_metrics, **test_metrics, **count_parameters(model)}
-        objective["metrics"] = [metric, *[m for m, _ in also]]
-        objective["modes"] = [mode, *[d for _, d in also]]
-        objective["values"] = [best_value, *[final.get(m, math.nan) for m, _ in also]]
-    result.update(
-        objective=objective,
-        metrics={**fit_metrics, **test_metrics, **count_parameters(model), **_callback_metrics(callbacks)},
-        best_checkpoint=best_path,
-        is_global_zero=trainer.is_global_zero,
-    )
-    return result
+    best_path, best_value = _best_checkpoint(trainer, fit_metrics, metric)
+    test_metrics = _test(trainer, model, datamodule, best_path) if cfg.get("test", True) else {}
+    final = {**fit_metrics, **test_metrics, **count_parameters(model)}
+    return {
+        "loggers": loggers,
+        "trainer": trainer,
+        "objective": _objective(cfg, metric, mode, best_value, final),
+        "metrics": {**final, **_callback_metrics(callbacks)},
+        "best_checkpoint": best_path,
+        "is_global_zero": trainer.is_global_zero,
+    }

@@ -1,5 +1,7 @@
 """What a run prints: one line per event, the composed config once, the results once at the end.
 
+Library code prints user-facing lines with :func:`say` (rank zero only) and logs everything else.
+
 All console policy lives here (``run_task`` calls it): the third-party messages that nobody can act on are
 filtered by message in :data:`NOISE`, Lightning's own console handler (which doubles every Lightning INFO
 line next to Hydra's) is removed, the config is printed as a rich tree when ``print_config`` is true, and
@@ -145,9 +147,34 @@ def config_tree(cfg: DictConfig) -> Any:
     return tree
 
 
+def is_rank_zero() -> bool:
+    """True in the process of global rank zero (or the only process).
+
+    Lightning's rank-zero record (``rank_zero_only.rank``, set by the strategy of a running Trainer) decides;
+    before Lightning is loaded, the launcher's environment does (:func:`imagelab.core.distributed.env_rank`).
+    """
+    from lightning_utilities.core.rank_zero import rank_zero_only  # small; the record Lightning keeps
+
+    rank = getattr(rank_zero_only, "rank", None)
+    return (env_rank() if rank is None else rank) == 0
+
+
+def say(*lines: str, err: bool = False) -> None:
+    """Print user-facing lines (a status, a report, where a file went) once: in the rank-zero process only.
+
+    The library's console output goes through here (log records go through ``logging``); ``err`` writes to
+    stderr, for error reports.
+    """
+    if not is_rank_zero():
+        return
+    stream = sys.stderr if err else sys.stdout
+    for line in lines:
+        print(line, file=stream, flush=True)
+
+
 def print_config(cfg: DictConfig) -> None:
     """Print the composed config once as a tree (rank zero only)."""
-    if env_rank() != 0:
+    if not is_rank_zero():
         return
     Console(soft_wrap=False).print(config_tree(cfg))
 
