@@ -8,6 +8,7 @@ a checkpoint is re-opened. Loss, metrics and test-time figures: ``classifier_sco
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,22 +20,13 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from imagelab.core.errors import UserError
-from imagelab.core.plain_config import to_plain
 from lightning_modules import classifier_scoring as scoring
-from lightning_modules.classifier_net import ClassifierNet, base_model, check_classes, classes_for_data
+from lightning_modules.classifier_net import ClassifierNet, base_model, classes_for_data
+from lightning_modules.classifier_options import ClassifierOptions
 from lightning_modules.error_gallery import ConfidentErrors
-from lightning_modules.finetuning import build_strategy, finetune_config, save_lora_adapter
-from lightning_modules.optim import build_optimizer, check_optimization, configure_optimization
+from lightning_modules.finetuning import build_strategy, save_lora_adapter
+from lightning_modules.optim import build_optimizer, configure_optimization
 from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean
-
-# conf/model/optimizer/adamw.yaml's node, for modules built in code
-DEFAULT_OPTIMIZER: dict[str, Any] = {
-    "_target_": "lightning_modules.optim.create_optimizer",
-    "_partial_": True,
-    "opt": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-}
 
 
 class ClassifierModule(pl.LightningModule):
@@ -54,70 +46,26 @@ class ClassifierModule(pl.LightningModule):
 
     default_objective = ("val/acc", "max")
 
-    def __init__(
-        self,
-        backbone: str = "resnet50",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        num_classes: int | None = None,
-        class_names: list[str] | None = None,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        drop_path_rate: float | None = None,
-        timm_kwargs: dict | None = None,
-        finetune: dict | None = None,
-        optimizer: dict | None = None,
-        scheduler: dict | None = None,
-        label_smoothing: float = 0.0,
-        num_misclassified: int = 32,
-        per_class_max: int = 20,
-        preprocess: dict | None = None,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        """Build from :class:`~lightning_modules.classifier_options.ClassifierOptions`' keywords."""
         super().__init__()
-        finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess = (
-            to_plain(v) for v in (finetune, optimizer, scheduler, timm_kwargs, class_names, preprocess)
-        )
-        optimizer = optimizer if optimizer is not None else dict(DEFAULT_OPTIMIZER)
-        finetune = finetune_config(finetune)
-        strategy = build_strategy(finetune)
-        self._check_options(optimizer, scheduler, label_smoothing)
-        class_names = None if class_names is None else [str(c) for c in class_names]
-        num_classes = check_classes(num_classes, class_names)
-        self.save_hyperparameters(
-            {
-                "backbone": str(backbone),
-                "pretrained": bool(pretrained),
-                "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
-                "num_classes": num_classes,
-                "class_names": class_names,
-                "in_chans": int(in_chans),
-                "drop_rate": float(drop_rate),
-                "drop_path_rate": None if drop_path_rate is None else float(drop_path_rate),
-                "timm_kwargs": dict(timm_kwargs or {}),
-                "finetune": finetune,
-                "optimizer": optimizer,
-                "scheduler": scheduler,
-                "label_smoothing": float(label_smoothing),
-                "num_misclassified": int(num_misclassified),
-                "per_class_max": int(per_class_max),
-                "preprocess": preprocess,
-            }
-        )
-        hp = self.hparams
-        self.num_classes: int | None = hp["num_classes"]
-        self.class_names: list[str] | None = class_names
-        self.preprocess: dict | None = preprocess
+        opts = ClassifierOptions(**options)
+        self.save_hyperparameters(asdict(opts))  # the checkpoint's hyper_parameters: the options' fields
+        strategy = build_strategy(opts.finetune)
+        self.num_classes: int | None = opts.num_classes
+        self.class_names: list[str] | None = opts.class_names
+        self.preprocess: dict | None = opts.preprocess
         self.strategy: str = strategy.name
         self._finetune = strategy
         self._builder = ClassifierNet(
-            hp["backbone"],
+            opts.backbone,
             strategy,
-            pretrained=hp["pretrained"],
-            checkpoint_path=hp["checkpoint_path"],
-            in_chans=hp["in_chans"],
-            drop_rate=hp["drop_rate"],
-            drop_path_rate=hp["drop_path_rate"],
-            timm_kwargs=hp["timm_kwargs"],
+            pretrained=opts.pretrained,
+            checkpoint_path=opts.checkpoint_path,
+            in_chans=opts.in_chans,
+            drop_rate=opts.drop_rate,
+            drop_path_rate=opts.drop_path_rate,
+            timm_kwargs=opts.timm_kwargs,
         )
         self._eval_module_names: list[str] = []
         self._weights_loaded = False
@@ -137,18 +85,11 @@ class ClassifierModule(pl.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints so a resumed run remembers its best
-        self._misclassified = ConfidentErrors(num_misclassified, num_classes or 2)
+        self._misclassified = ConfidentErrors(opts.num_misclassified, self.num_classes or 2)
         # extra training-loss terms added by callbacks: fn(module, x, logits, loss) -> loss (e.g. distillation)
         self.loss_terms: list[Any] = []
 
     # --------------------------------------------------------------------------------------------- building
-    @staticmethod
-    def _check_options(optimizer: dict, scheduler: dict | None, label_smoothing: Any) -> None:
-        """Fail at construction (UserError), not after data setup, on bad optimisation options."""
-        check_optimization(optimizer, scheduler)
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise UserError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
-
     def _use_net(self, net: nn.Module) -> None:
         """Make ``net`` (head sized, strategy applied) the module's network and create the metrics."""
         assert self.num_classes is not None

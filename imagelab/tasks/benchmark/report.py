@@ -122,122 +122,143 @@ def _overhead_ms_cell(row: dict[str, Any]) -> str:
     return f"**{cell}**" if row.get("overhead_goal_ms") is not None else cell
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown tables (what docs/scaling.md shows)."""
+def _header(report: dict[str, Any]) -> list[str]:
+    """Title (PARTIAL when a time limit stopped the run), command, duration and the machine."""
     m = report["machine"]
-    lines = [
-        f"# Benchmark ({report['mode']} mode)"
-        + (
-            " - PARTIAL: stopped before the end, the missing rows were not measured"
-            if report.get("partial")
-            else ""
-        ),
+    partial = (
+        " - PARTIAL: stopped before the end, the missing rows were not measured"
+        if report.get("partial")
+        else ""
+    )
+    return [
+        f"# Benchmark ({report['mode']} mode){partial}",
         "",
         f"`{report.get('command')}` on {report['started']}, {report['duration_s']} s. Machine: {m['platform']}, "
         f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average "
         f"{', '.join(f'{v:.1f}' for v in m['load_average'])} before / "
         f"{', '.join(f'{v:.1f}' for v in m.get('load_average_after', []))} after; "
         f"GPU: {m['cuda_device'] or 'none'}; torch {m['torch']}, lightning {m['lightning']}.",
-        "",
-        "## Goals",
-        "",
-        "| goal | value | applies here | pass |",
-        "| --- | --- | --- | --- |",
     ]
+
+
+def _goals_section(report: dict[str, Any]) -> list[str]:
+    """One row per goal: its value, whether this mode measures it, and the verdict."""
+    lines = ["", "## Goals", "", "| goal | value | applies here | pass |", "| --- | --- | --- | --- |"]
     for g in report["goals"]:
         verdict = ("PASS" if g["pass"] else "FAIL") if g["applies"] else "(not measured in this mode)"
         lines.append(f"| {g['goal']} | {g['value']} | {'yes' if g['applies'] else 'no'} | {verdict} |")
-    if report.get("overhead"):
-        lines += [
-            "",
-            "## Framework vs bare PyTorch (training steps/s over alternating repeats: best / median)",
-            "",
-            "| model | batch | framework | bare loop | ratio bare/framework (median of pairs) | per-pair ratios | "
-            "ratio of best / of medians | ratio in CPU time | framework - bare, ms/step | first step in-process |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in report["overhead"]:
-            pairs = ", ".join(f"{x:.3f}" for x in r["ratio_per_pair"])
-            lines.append(
-                f"| {r['model']} | {r['batch_size']} | {_num(r['framework_best'])} / {_num(r['framework_median'])} | "
-                f"{_num(r['bare_best'])} / {_num(r['bare_median'])} | **{_num(r['ratio'], 3)}** | {pairs} | "
-                f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | {_num(r.get('cpu_ratio'), 3)} | "
-                f"{_overhead_ms_cell(r)} | {_num(r['first_step_in_process_s'])} s |"
-            )
-        lines += [
-            "",
-            "framework - bare, ms/step: median over chunks of consecutive steps (each chunk holds its logger "
-            "writes) of the step durations of all repeats, framework minus bare loop (CPU only). Ratio in CPU "
-            "time: the same medians in process CPU time (framework / bare), the work per step, which other "
-            "jobs on a shared machine hardly change.",
-        ]
-        split = [r for r in report["overhead"] if r.get("lightning_alone")]
-        if split:
-            lines += [
-                "",
-                "### Where the per-step overhead goes (near-zero-compute models, ms/step)",
-                "",
-                "| model | framework - bare (wall / CPU) | Lightning alone - bare (wall / CPU) | "
-                "this project's part: framework - Lightning alone (wall / CPU) |",
-                "| --- | --- | --- | --- |",
-            ]
-            for r in split:
-                a = r["lightning_alone"]
-                own = _sub(r.get("overhead_ms"), a.get("overhead_ms"))
-                own_cpu = _sub(r.get("overhead_cpu_ms"), a.get("overhead_cpu_ms"))
-                lines.append(
-                    f"| {r['model']} | {_num(r.get('overhead_ms'))} / {_num(r.get('overhead_cpu_ms'))} | "
-                    f"{_num(a.get('overhead_ms'))} / {_num(a.get('overhead_cpu_ms'))} | {_num(own)} / {_num(own_cpu)} |"
-                )
-    if report.get("data"):
-        lines += [
-            "",
-            "## Data throughput alone vs what the model consumes (images/s)",
-            "",
-            "| data module | batch | data alone | model consumes | data / model |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for r in report["data"]:
-            lines.append(
-                f"| {r['data']} | {r['batch_size']} | {_num(r['images_per_s'], 0)} | "
-                f"{_num(r['model_images_per_s'], 0)} ({r['model']}) | {_num(r['data_over_model'])} |"
-            )
-    s = report.get("startup")
-    if s:
-        cold = (
-            f"{_num(s['first_step_cold_median_s'])} s" if s["first_step_cold_s"] else "skipped in this mode"
+    return lines
+
+
+def _overhead_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Framework vs bare PyTorch steps/s per model, with the note on how the ms/step column is measured."""
+    lines = [
+        "",
+        "## Framework vs bare PyTorch (training steps/s over alternating repeats: best / median)",
+        "",
+        "| model | batch | framework | bare loop | ratio bare/framework (median of pairs) | per-pair ratios | "
+        "ratio of best / of medians | ratio in CPU time | framework - bare, ms/step | first step in-process |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        pairs = ", ".join(f"{x:.3f}" for x in r["ratio_per_pair"])
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {_num(r['framework_best'])} / {_num(r['framework_median'])} | "
+            f"{_num(r['bare_best'])} / {_num(r['bare_median'])} | **{_num(r['ratio'], 3)}** | {pairs} | "
+            f"{_num(r['ratio_of_best'], 3)} / {_num(r['ratio_of_medians'], 3)} | {_num(r.get('cpu_ratio'), 3)} | "
+            f"{_overhead_ms_cell(r)} | {_num(r['first_step_in_process_s'])} s |"
         )
-        lines += [
-            "",
-            "## Start-up",
-            "",
-            f"- `python scripts/train.py --cfg job`: median {_num(s['cfg_job_median_s'], 3)} s "
-            f"({', '.join(f'{v:.2f}' for v in s['cfg_job_s'])})",
-            f"- cold `python scripts/train.py` to its first training step ({s['first_step_model'] or '-'}): {cold}"
-            f"; peak RSS of that run {_mb(s['peak_rss_cold_run_bytes'])}",
-        ]
-    fp = report.get("fast_paths")
-    if fp:
-        lines += [
-            "",
-            "## Fast paths (framework steps/s)",
-            "",
-            "| model | variant | steps/s | images/s | speed-up | peak device memory |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in fp["variants"]:
+    return [
+        *lines,
+        "",
+        "framework - bare, ms/step: median over chunks of consecutive steps (each chunk holds its logger "
+        "writes) of the step durations of all repeats, framework minus bare loop (CPU only). Ratio in CPU "
+        "time: the same medians in process CPU time (framework / bare), the work per step, which other "
+        "jobs on a shared machine hardly change.",
+    ]
+
+
+def _overhead_split_section(rows: list[dict[str, Any]]) -> list[str]:
+    """For the models measured with Lightning alone too: Lightning's part and this project's of the overhead."""
+    split = [r for r in rows if r.get("lightning_alone")]
+    if not split:
+        return []
+    lines = [
+        "",
+        "### Where the per-step overhead goes (near-zero-compute models, ms/step)",
+        "",
+        "| model | framework - bare (wall / CPU) | Lightning alone - bare (wall / CPU) | "
+        "this project's part: framework - Lightning alone (wall / CPU) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in split:
+        a = r["lightning_alone"]
+        own = _sub(r.get("overhead_ms"), a.get("overhead_ms"))
+        own_cpu = _sub(r.get("overhead_cpu_ms"), a.get("overhead_cpu_ms"))
+        lines.append(
+            f"| {r['model']} | {_num(r.get('overhead_ms'))} / {_num(r.get('overhead_cpu_ms'))} | "
+            f"{_num(a.get('overhead_ms'))} / {_num(a.get('overhead_cpu_ms'))} | {_num(own)} / {_num(own_cpu)} |"
+        )
+    return lines
+
+
+def _data_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Data module throughput alone next to what the model consumes."""
+    lines = [
+        "",
+        "## Data throughput alone vs what the model consumes (images/s)",
+        "",
+        "| data module | batch | data alone | model consumes | data / model |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['data']} | {r['batch_size']} | {_num(r['images_per_s'], 0)} | "
+            f"{_num(r['model_images_per_s'], 0)} ({r['model']}) | {_num(r['data_over_model'])} |"
+        )
+    return lines
+
+
+def _startup_section(s: dict[str, Any]) -> list[str]:
+    """``--cfg job`` time and the cold start to the first training step."""
+    cold = f"{_num(s['first_step_cold_median_s'])} s" if s["first_step_cold_s"] else "skipped in this mode"
+    return [
+        "",
+        "## Start-up",
+        "",
+        f"- `python scripts/train.py --cfg job`: median {_num(s['cfg_job_median_s'], 3)} s "
+        f"({', '.join(f'{v:.2f}' for v in s['cfg_job_s'])})",
+        f"- cold `python scripts/train.py` to its first training step ({s['first_step_model'] or '-'}): {cold}"
+        f"; peak RSS of that run {_mb(s['peak_rss_cold_run_bytes'])}",
+    ]
+
+
+def _fast_paths_section(fp: dict[str, Any]) -> list[str]:
+    """Steps/s of each fast-path variant, then GPU-resident data against the loader path."""
+    lines = [
+        "",
+        "## Fast paths (framework steps/s)",
+        "",
+        "| model | variant | steps/s | images/s | speed-up | peak device memory |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in fp["variants"]:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {_num(r['steps_per_s'])} | {_num(r['images_per_s'], 0)} | "
+            f"{_num(r['speedup'])}x | {_mb(r['peak_device_bytes'])} |"
+        )
+    if fp["resident_vs_loader"]:
+        lines += ["", "| model | data path | steps/s | images/s |", "| --- | --- | --- | --- |"]
+        for r in fp["resident_vs_loader"]:
             lines.append(
-                f"| {r['model']} | {r['variant']} | {_num(r['steps_per_s'])} | {_num(r['images_per_s'], 0)} | "
-                f"{_num(r['speedup'])}x | {_mb(r['peak_device_bytes'])} |"
+                f"| {r['model']} | {r['data_path']} | {_num(r['steps_per_s'])} | {_num(r['images_per_s'], 0)} |"
             )
-        if fp["resident_vs_loader"]:
-            lines += ["", "| model | data path | steps/s | images/s |", "| --- | --- | --- | --- |"]
-            for r in fp["resident_vs_loader"]:
-                lines.append(
-                    f"| {r['model']} | {r['data_path']} | {_num(r['steps_per_s'])} | {_num(r['images_per_s'], 0)} |"
-                )
-    mem = report["memory"]
-    lines += [
+    return lines
+
+
+def _memory_section(mem: dict[str, Any]) -> list[str]:
+    """Peak host and device memory of the benchmark process."""
+    return [
         "",
         "## Memory",
         "",
@@ -245,4 +266,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- peak device memory: {_mb(mem['peak_device_bytes'])}",
         "",
     ]
-    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (what docs/scaling.md shows): one section per measured part."""
+    lines = _header(report) + _goals_section(report)
+    if report.get("overhead"):
+        lines += _overhead_section(report["overhead"]) + _overhead_split_section(report["overhead"])
+    if report.get("data"):
+        lines += _data_section(report["data"])
+    if report.get("startup"):
+        lines += _startup_section(report["startup"])
+    if report.get("fast_paths"):
+        lines += _fast_paths_section(report["fast_paths"])
+    return "\n".join(lines + _memory_section(report["memory"]))
