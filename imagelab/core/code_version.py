@@ -9,7 +9,7 @@ from typing import Any
 
 from imagelab.core.atomic import atomic_write_text
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DIFF_FILE = "code.diff"
 
 

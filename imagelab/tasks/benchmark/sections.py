@@ -31,7 +31,7 @@ from imagelab.tasks.benchmark.framework_vs_bare import compose_train, framework_
 from imagelab.tasks.benchmark.plan import Plan, merge_overrides
 from imagelab.tasks.benchmark.timing import FirstStepTimer, median, sync
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
+TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
 
 
 def data_section(plan: Plan, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
