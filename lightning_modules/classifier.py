@@ -133,7 +133,7 @@ class ClassifierModule(pl.LightningModule):
         self.num_classes = len(self.class_names)
         self.hparams["num_classes"], self.hparams["class_names"] = self.num_classes, list(self.class_names)
         if stage == "fit" and not self._weights_loaded and self._builder.wants_initial_weights:
-            self._use_net(self._builder.build(self.num_classes, True, verbose=self.global_rank == 0))
+            self._use_net(self._builder.build(self.num_classes, True))
             self._weights_loaded = True
         elif not self._built:
             self._use_net(self._builder.build(self.num_classes))

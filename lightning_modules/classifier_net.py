@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from imagelab.core.errors import UserError
+from imagelab.tracking.console import say
 from lightning_modules.backbones import (
     create_backbone,
     head_module_name,
@@ -68,10 +69,10 @@ class ClassifierNet:
         with torch.device("meta"):
             return self._timm_model(0, pretrained=False)
 
-    def build(self, num_classes: int, with_initial_weights: bool = False, verbose: bool = False) -> nn.Module:
+    def build(self, num_classes: int, with_initial_weights: bool = False) -> nn.Module:
         """The network to train: ``num_classes`` head, strategy applied; optionally with its initial weights.
 
-        ``verbose`` prints what a weights file gave (rank 0 of a run)."""
+        What a weights file gave is logged and printed (once, by rank zero)."""
         net = self._timm_model(num_classes, pretrained=with_initial_weights and self.pretrained)
         if with_initial_weights and self.pretrained:
             log.info("backbone %s: timm's pretrained weights loaded", self.backbone)
@@ -79,8 +80,7 @@ class ClassifierNet:
             state = read_weights_file(self.checkpoint_path)
             summary = load_backbone_weights(net, state, self.checkpoint_path)
             log.info("backbone %s: %s", self.backbone, summary)
-            if verbose:
-                print(f"weights: {summary}")
+            say(f"weights: {summary}")
         if getattr(net, "num_classes", num_classes) != num_classes:
             reset_head(net, num_classes)
         return self.strategy.apply(net)

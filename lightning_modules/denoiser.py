@@ -15,6 +15,7 @@ from imagelab.config.instantiation import build_instance
 from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from imagelab.core.errors import UserError
 from imagelab.core.plain_config import to_plain
+from imagelab.tracking.console import say
 from imagelab.tracking.image_logging import log_image_panels
 from lightning_modules.optim import check_optimization, configure_optimization
 from lightning_modules.step_logging import should_log_step
@@ -146,8 +147,7 @@ class DenoiserModule(pl.LightningModule):
             )
         self.net.load_state_dict(source)
         self._weights_loaded = True
-        if self.global_rank == 0:
-            print(f"weights: network loaded from {path}")
+        say(f"weights: network loaded from {path}")
 
     # ----------------------------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:

@@ -6,6 +6,8 @@ import os
 
 from lightning.pytorch.profilers import SimpleProfiler
 
+from imagelab.tracking.console import say
+
 
 def _short(action: str, width: int = 64) -> str:
     """An action name cut to ``width`` characters (callback names carry their whole config)."""
@@ -35,12 +37,14 @@ class PrintingSimpleProfiler(SimpleProfiler):
             if new:
                 rows.append((sum(new), len(new), action))
         super().describe()
-        if not rows or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        if not rows:
             return
         rows.sort(reverse=True)
-        print(f"profile of {stage} (slowest of {len(rows)} actions; full report: {path or 'not saved'})")
-        print(
-            f"  {'action (nested ones count inside their parents)':<64} {'calls':>6} {'mean s':>9} {'total s':>9}"
+        say(
+            f"profile of {stage} (slowest of {len(rows)} actions; full report: {path or 'not saved'})",
+            f"  {'action (nested ones count inside their parents)':<64} {'calls':>6} {'mean s':>9} {'total s':>9}",
+            *(
+                f"  {_short(action):<64} {calls:>6} {seconds / calls:>9.4f} {seconds:>9.3f}"
+                for seconds, calls, action in rows[: self.max_rows]
+            ),
         )
-        for seconds, calls, action in rows[: self.max_rows]:
-            print(f"  {_short(action):<64} {calls:>6} {seconds / calls:>9.4f} {seconds:>9.3f}")

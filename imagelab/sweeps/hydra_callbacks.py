@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from imagelab.core.constants import HYDRA_DIR, METRICS_FILE
 from imagelab.sweeps.optuna_search import tolerate_no_completed_trial
+from imagelab.tracking.console import say
 
 
 class HydraConfigInSweeper(Callback):
@@ -83,17 +83,12 @@ class FailedJobsReport(Callback):
         failed = [o for o in outcomes if o[1] != "completed"]
         if not failed:
             return
-        print(
-            f"error: {len(failed)} of {len(outcomes)} jobs did not complete (sweep folder {sweep_dir}):",
-            file=sys.stderr,
-        )
+        lines = [f"error: {len(failed)} of {len(outcomes)} jobs did not complete (sweep folder {sweep_dir}):"]
         for job, status, error in failed[:10]:
-            print(
-                f"  {job.name}: {status}: {error.splitlines()[0] if error else '-'} ({job / METRICS_FILE})",
-                file=sys.stderr,
+            lines.append(
+                f"  {job.name}: {status}: {error.splitlines()[0] if error else '-'} ({job / METRICS_FILE})"
             )
         if len(failed) > 10:
-            print(
-                f"  ... and {len(failed) - 10} more: python scripts/summarize.py {sweep_dir}", file=sys.stderr
-            )
+            lines.append(f"  ... and {len(failed) - 10} more: python scripts/summarize.py {sweep_dir}")
+        say(*lines, err=True)
         raise SystemExit(1)
