@@ -49,6 +49,17 @@ def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
     return out
 
 
+def _data_and_model(cfg: DictConfig) -> tuple[Any, Any, tuple[str, str]]:
+    """The run's datamodule, model and objective (metric, mode), checked against the sweeper's direction."""
+    log.info("Instantiating data <%s>", cfg.data.get("_target_"))
+    datamodule = instantiate_node(cfg.data, "data")
+    log.info("Instantiating model <%s>", cfg.model.get("_target_"))
+    model = instantiate_node(cfg.model, "model")
+    metric, mode = resolve_objective(cfg, model)
+    check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
+    return datamodule, model, (metric, mode)
+
+
 def _resume(cfg: DictConfig, output_dir: Path) -> tuple[ResumePoint | None, str | None]:
     """Where fitting starts: the run's own checkpoint when resumed or requeued, else ``cfg.ckpt_path``.
 
@@ -113,13 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if HydraConfig.initialized():
         install_hydra_job_subprocess_cmd()
 
-    log.info("Instantiating data <%s>", cfg.data.get("_target_"))
-    datamodule = instantiate_node(cfg.data, "data")
-    log.info("Instantiating model <%s>", cfg.model.get("_target_"))
-    model = instantiate_node(cfg.model, "model")
-    metric, mode = resolve_objective(cfg, model)
-    check_sweeper_direction(mode, [d for _, d in extra_objectives(cfg)])  # Optuna: the same way round
-
+    datamodule, model, (metric, mode) = _data_and_model(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resumed, ckpt_path = _resume(cfg, output_dir)
     run_config = OmegaConf.to_container(cfg, resolve=True)
