@@ -95,7 +95,9 @@ def test_console_lines_are_printed_by_rank_zero_only(
 def test_classifier_hyperparameters_are_the_options_and_rebuild_the_module() -> None:
     from lightning_modules.classifier import ClassifierModule
 
-    module = ClassifierModule(backbone="resnet18", class_names=["a", "b", 3], in_chans=3.0, num_misclassified=4)
+    module = ClassifierModule(
+        backbone="resnet18", class_names=["a", "b", 3], in_chans=3.0, num_misclassified=4
+    )
     hparams = dict(module.hparams)
     assert list(hparams) == CLASSIFIER_OPTION_NAMES  # a checkpoint's hyper_parameters keys, in this order
     assert hparams["class_names"] == ["a", "b", "3"] and hparams["num_classes"] == 3
