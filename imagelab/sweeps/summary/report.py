@@ -51,21 +51,28 @@ def extra_metrics(summary: SweepSummary, per_class_top: int = PER_CLASS_TOP) -> 
     return sorted(k for k in keys if k != summary.metric) + worst_classes(summary, per_class_top)
 
 
-def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_CLASS_TOP) -> str:
-    """summary.md: headline, best job and its command, the ranked table, failed jobs, plots."""
-    jobs, best = summary.jobs, summary.best
-    counts = Counter(j.status for j in jobs)
-    lines = [f"# Sweep summary: {summary.root.name}", ""]
-    lines.append(f"Folder: `{summary.root}`  ")
-    lines.append(f"Objective: **{summary.metric}** ({summary.mode})  ")
+def _headline(summary: SweepSummary) -> list[str]:
+    """Folder, objective, job counts by status and the swept keys."""
+    counts = Counter(j.status for j in summary.jobs)
     count_text = ", ".join(
         f"{counts[s]} {s}" for s in ("completed", "pruned", "failed", "unfinished") if counts[s]
     )
-    lines.append(f"Jobs: {len(jobs)} ({count_text})  ")
-    lines.append(f"Swept: {', '.join(f'`{k}`' for k in summary.swept) or '(nothing differs between jobs)'}")
-    lines.append("")
+    return [
+        f"# Sweep summary: {summary.root.name}",
+        "",
+        f"Folder: `{summary.root}`  ",
+        f"Objective: **{summary.metric}** ({summary.mode})  ",
+        f"Jobs: {len(summary.jobs)} ({count_text})  ",
+        f"Swept: {', '.join(f'`{k}`' for k in summary.swept) or '(nothing differs between jobs)'}",
+        "",
+    ]
+
+
+def _best_job(summary: SweepSummary) -> list[str]:
+    """The best job, its value and the command that reproduces it; the Optuna study's best when there is one."""
+    best = summary.best
     if best is not None:
-        lines += [
+        lines = [
             f"**Best job: {best.name}** — {summary.metric} = {fmt(best.objective)} (`{best.path}`)",
             "",
             "Reproduce it:",
@@ -76,7 +83,7 @@ def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_
             "",
         ]
     else:
-        lines += ["**No job finished with an objective value.**", ""]
+        lines = ["**No job finished with an objective value.**", ""]
     if summary.optuna and "best_value" in summary.optuna:
         lines += [
             "Optuna study best (including trials of earlier, continued runs): "
@@ -84,11 +91,16 @@ def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_
             f"with {summary.optuna.get('best_params')}",
             "",
         ]
+    return lines
+
+
+def _ranked_table(summary: SweepSummary, per_class_top: int) -> list[str]:
+    """The finished jobs by objective: swept values, test metrics, trainable parameters, time, W&B run."""
     extras = extra_metrics(summary, per_class_top)
     has_params = any(TRAINABLE_KEY in j.metrics for j in summary.ranked)
     header = ["rank", "job", "status", summary.metric or "objective", *summary.swept, *extras]
     header += (["trainable params"] if has_params else []) + ["time (s)", "W&B run"]
-    lines += ["## Jobs ranked by the objective", ""]
+    lines = ["## Jobs ranked by the objective", ""]
     n_classes = len({k for j in summary.ranked for k in j.metrics if k.startswith(PER_CLASS_PREFIX)})
     shown = sum(k.startswith(PER_CLASS_PREFIX) for k in extras)
     if n_classes > shown:
@@ -106,16 +118,26 @@ def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_
         lines.append("| " + " | ".join(row) + " |")
     if not summary.ranked:
         lines.append("| " + " | ".join([""] * len(header)) + " |")
-    if summary.not_ranked:
-        lines += ["", "## Failed and unfinished jobs", ""]
-        lines += [
-            "| job | status | " + " | ".join(summary.swept) + (" | " if summary.swept else "") + "error |"
-        ]
-        lines += ["|" + "---|" * (3 + len(summary.swept))]
-        for job in summary.not_ranked:
-            error = (job.error or "").replace("|", "\\|").replace("\n", " ")[:300]
-            params = [fmt(job.params.get(k)) for k in summary.swept]
-            lines.append("| " + " | ".join([job.name, job.status, *params, error]) + " |")
+    return lines
+
+
+def _not_ranked_table(summary: SweepSummary) -> list[str]:
+    """Failed and unfinished jobs with their swept values and first error line."""
+    if not summary.not_ranked:
+        return []
+    lines = ["", "## Failed and unfinished jobs", ""]
+    lines += ["| job | status | " + " | ".join(summary.swept) + (" | " if summary.swept else "") + "error |"]
+    lines += ["|" + "---|" * (3 + len(summary.swept))]
+    for job in summary.not_ranked:
+        error = (job.error or "").replace("|", "\\|").replace("\n", " ")[:300]
+        params = [fmt(job.params.get(k)) for k in summary.swept]
+        lines.append("| " + " | ".join([job.name, job.status, *params, error]) + " |")
+    return lines
+
+
+def _fixed_and_plots(summary: SweepSummary, plots: list[Path]) -> list[str]:
+    """The overrides every job shares, then the plots (paths relative to the sweep folder)."""
+    lines: list[str] = []
     if summary.fixed:
         lines += ["", "## Same in every job", ""]
         first = {split_override(o)[0]: o for o in summary.jobs[0].overrides}
@@ -125,6 +147,13 @@ def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_
         for plot in plots:
             rel = plot.relative_to(summary.root) if plot.is_relative_to(summary.root) else plot
             lines += [f"![{plot.stem}]({rel.as_posix()})", ""]
+    return lines
+
+
+def markdown(summary: SweepSummary, plots: list[Path], per_class_top: int = PER_CLASS_TOP) -> str:
+    """summary.md: headline, best job and its command, the ranked table, failed jobs, plots."""
+    lines = _headline(summary) + _best_job(summary) + _ranked_table(summary, per_class_top)
+    lines += _not_ranked_table(summary) + _fixed_and_plots(summary, plots)
     return "\n".join(lines).rstrip() + "\n"
 
 
