@@ -40,6 +40,49 @@ def _group_label(name: str, head: str | None, layer: int | None) -> str:
     return "backbone" if head else ""
 
 
+def _check_optimizer_values(lr: float, weight_decay: float, layer_decay: Any, head_lr: Any) -> None:
+    """UserError naming the ``model.optimizer`` key whose value is out of range."""
+    if not lr > 0:
+        raise UserError(f"model.optimizer.lr must be > 0, got {lr}")
+    if weight_decay < 0:
+        raise UserError(f"model.optimizer.weight_decay must be >= 0, got {weight_decay}")
+    if layer_decay is not None and not 0.0 < float(layer_decay) <= 1.0:
+        raise UserError(f"model.optimizer.layer_decay must be in (0, 1] or null (off), got {layer_decay}")
+    if head_lr is not None and not float(head_lr) > 0:
+        raise UserError(f"model.optimizer.head_lr must be > 0 or null (= lr), got {head_lr}")
+
+
+def _timm_groups(
+    model: nn.Module, weight_decay: float, layer_decay: Any
+) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """timm's parameter groups of ``model`` and, with ``layer_decay`` < 1, each group's depth from the top.
+
+    The depth of group ``i`` is ``n`` where its ``lr_scale`` is ``layer_decay ** n``; no depths without decay.
+    """
+    no_wd = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
+    if layer_decay is None or float(layer_decay) >= 1.0:
+        return param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_wd), {}
+    with warnings.catch_warnings():  # timm warns when a model without group_matcher() has one layer
+        warnings.simplefilter("ignore")
+        groups = param_groups_layer_decay(
+            model, weight_decay=weight_decay, no_weight_decay_list=no_wd, layer_decay=float(layer_decay)
+        )
+    depth = {i: round(math.log(g["lr_scale"]) / math.log(float(layer_decay))) for i, g in enumerate(groups)}
+    return groups, depth
+
+
+def _named(merged: dict[tuple[str, float], dict[str, Any]], weight_decay: float) -> list[dict[str, Any]]:
+    """The merged groups in a stable order (head last), named for the LR monitor (``_no_decay`` halves)."""
+    out = []
+    for (label, wd), group in sorted(
+        merged.items(), key=lambda kv: (kv[0][0] == "head", kv[0][0], -kv[0][1])
+    ):
+        suffix = "_no_decay" if wd == 0.0 and weight_decay > 0 else ""
+        group["name"] = (label + suffix) if label else ("no_decay" if suffix else "decay")
+        out.append(group)
+    return out
+
+
 def create_optimizer(
     model: nn.Module,
     opt: str = "adamw",
@@ -61,30 +104,9 @@ def create_optimizer(
     ``no_decay`` (plain network), ``backbone``/``head`` or ``layerN``/``head``, ``_no_decay`` halves.
     """
     lr, weight_decay = float(lr), float(weight_decay)
-    if not lr > 0:
-        raise UserError(f"model.optimizer.lr must be > 0, got {lr}")
-    if weight_decay < 0:
-        raise UserError(f"model.optimizer.weight_decay must be >= 0, got {weight_decay}")
-    if layer_decay is not None and not 0.0 < float(layer_decay) <= 1.0:
-        raise UserError(f"model.optimizer.layer_decay must be in (0, 1] or null (off), got {layer_decay}")
-    if head_lr is not None and not float(head_lr) > 0:
-        raise UserError(f"model.optimizer.head_lr must be > 0 or null (= lr), got {head_lr}")
-    no_wd = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
-    decay_per_layer = layer_decay is not None and float(layer_decay) < 1.0
-    if decay_per_layer:
-        with warnings.catch_warnings():  # timm warns when a model without group_matcher() has one layer
-            warnings.simplefilter("ignore")
-            groups = param_groups_layer_decay(
-                model, weight_decay=weight_decay, no_weight_decay_list=no_wd, layer_decay=float(layer_decay)
-            )
-    else:
-        groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=no_wd)
+    _check_optimizer_values(lr, weight_decay, layer_decay, head_lr)
+    groups, depth = _timm_groups(model, weight_decay, layer_decay)
     names = {id(p): n for n, p in model.named_parameters()}
-    depth = {}  # layer groups from the top: lr_scale = layer_decay ** depth
-    if decay_per_layer:
-        depth = {
-            i: round(math.log(g["lr_scale"]) / math.log(float(layer_decay))) for i, g in enumerate(groups)
-        }
     bottom = max(depth.values(), default=0)
     merged: dict[tuple[str, float], dict[str, Any]] = {}
     for i, group in enumerate(groups):
@@ -100,13 +122,7 @@ def create_optimizer(
             )
     if not merged:
         raise UserError("the model has no trainable parameter for the optimizer")
-    out = []
-    for (label, wd), group in sorted(
-        merged.items(), key=lambda kv: (kv[0][0] == "head", kv[0][0], -kv[0][1])
-    ):
-        suffix = "_no_decay" if wd == 0.0 and weight_decay > 0 else ""
-        group["name"] = (label + suffix) if label else ("no_decay" if suffix else "decay")
-        out.append(group)
+    out = _named(merged, weight_decay)
     return create_optimizer_v2(out, opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
