@@ -152,10 +152,10 @@ def is_rank_zero() -> bool:
 
     Lightning's rank-zero record (``rank_zero_only.rank``, set by the strategy of a running Trainer) decides;
     before Lightning is loaded, the launcher's environment does (:func:`imagelab.core.distributed.env_rank`).
+    Nothing is imported here: the record exists only once Lightning has loaded it.
     """
-    from lightning_utilities.core.rank_zero import rank_zero_only  # small; the record Lightning keeps
-
-    rank = getattr(rank_zero_only, "rank", None)
+    record = getattr(sys.modules.get("lightning_utilities.core.rank_zero"), "rank_zero_only", None)
+    rank = getattr(record, "rank", None)
     return (env_rank() if rank is None else rank) == 0
 
 
