@@ -62,9 +62,27 @@ def _value_overrides(task_overrides: list[str], groups: set[str]) -> tuple[list[
     return group_choices, keys
 
 
+def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Full keys of the values left at ``???`` in ``cfg``, without resolving any interpolation."""
+    found: list[str] = []
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        full = f"{prefix}[{key}]" if isinstance(cfg, ListConfig) else f"{prefix}{'.' if prefix else ''}{key}"
+        node = cfg._get_node(key)
+        if OmegaConf.is_missing(cfg, key):
+            found.append(full)
+        elif (
+            isinstance(node, DictConfig | ListConfig)
+            and not OmegaConf.is_interpolation(cfg, key)
+            and not node._is_none()
+        ):
+            found.extend(missing_keys(node, full))
+    return found
+
+
 def missing_values_message(cfg: DictConfig) -> str | None:
     """One line naming every mandatory key (``???``) that ``cfg`` leaves unset, or None when there is none."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(missing_keys(cfg))
     if not missing:
         return None
     keys = ", ".join(missing)
