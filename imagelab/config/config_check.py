@@ -82,7 +82,7 @@ def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
 
 def missing_values_message(cfg: DictConfig) -> str | None:
     """One line naming every mandatory key (``???``) that ``cfg`` leaves unset, or None when there is none."""
-    missing = sorted(missing_keys(cfg))
+    missing = sorted(key for key in missing_keys(cfg) if key.split(".")[0] != "hydra")  # Hydra fills its own
     if not missing:
         return None
     keys = ", ".join(missing)
