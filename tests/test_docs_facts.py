@@ -156,3 +156,26 @@ def _gpu_check_packages_line() -> str:
     text = (REPO_ROOT / "scripts" / "gpu_check.sh").read_text()
     line = next(row for row in text.splitlines() if row.startswith("PACKAGES="))
     return f'{line}; echo "$PACKAGES"'
+
+
+def test_the_documented_add_overrides_compose() -> None:
+    """The ``+`` examples of conf/data/denoise_photos.yaml and docs/classification.md compose as written."""
+    conf_text = (CONF_DIR / "data" / "denoise_photos.yaml").read_text()
+    eval_noise = re.search(r"e\.g\. (\+data/noise@data\.eval_noise=\w+)", conf_text).group(1)
+    assert compose("train", [eval_noise]).data.eval_noise.sigma == 25
+    doc = (REPO_ROOT / "docs" / "classification.md").read_text()
+    timm_kwargs = re.search(r"`'(\+model\.timm_kwargs=\{[^}]*\})'`", doc).group(1)
+    assert compose("train", ["model=classifier_vit", timm_kwargs]).model.timm_kwargs.img_size == 32
+
+
+def test_the_digits_test_split_has_the_documented_size(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    data = instantiate(
+        compose("train", ["experiment=digits_small_cnn", f"data.root={tmp_path / 'digits'}"]).data
+    )
+    data.setup("fit")
+    sizes = {split: len(items) for split, items in data.splits.items()}
+    assert "359 test digits" in (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert f"{sizes['train']:,} train / {sizes['val']} val / {sizes['test']} test digits" in DOCS_TEXT
+    assert sizes["test"] == 359
