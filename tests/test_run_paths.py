@@ -67,6 +67,7 @@ def test_tilde_paths_are_expanded_where_they_are_used(home_runs: dict) -> None:
     record = json.loads((run / "metrics.json").read_text())
     assert record["status"] == "completed"
     assert RUN_NAME.match(run.name), run.name
+    assert (run / "train.log").is_file()  # <script>.log, as the README says
 
 
 def test_the_best_checkpoint_has_a_stable_name_and_is_the_best_epoch(home_runs: dict) -> None:

@@ -94,7 +94,7 @@ class UploadGuard:
         self.app, self.path, self.max_bytes = app, path, int(max_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Check one request (only POST to the endpoint) and pass it on or answer it."""
+        """Check one request (only POST or PUT to the endpoint) and pass it on or answer it."""
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT") or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
