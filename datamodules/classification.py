@@ -125,6 +125,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | str = False,
         persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
         backbone: str | None = None,
     ) -> None:
         super().__init__()
@@ -148,6 +149,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             ("num_workers", num_workers, 0),
         ):
             check_int(key, value, low)
+        check_int("prefetch_factor", prefetch_factor, 1, allow_none=True)
         if mixup:
             self._check_mixup(dict(mixup), batch_size)
         self.augment = augment
@@ -163,6 +165,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = check_pin_memory(pin_memory)  # auto = pinned when training on CUDA
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        self.prefetch_factor = prefetch_factor  # batches loaded ahead by each worker (num_workers > 0)
         self.class_names: list[str] = []
         self.splits: dict[str, SplitData] = {}
         self.backbone = None if backbone is None else str(backbone)
@@ -315,6 +318,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
         )
 
     def train_dataloader(self) -> DataLoader:

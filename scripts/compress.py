@@ -18,10 +18,16 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="compress")
 def main(cfg: DictConfig) -> None:
     """Run the compress task."""
-    from imagelab.tasks.compress import compress
     from imagelab.tasks.runner import run_task
 
-    run_task(compress, cfg)
+    run_task(_compress, cfg)
+
+
+def _compress(cfg: DictConfig) -> dict:
+    """The task itself, imported only after run_task has checked the config (it loads torch)."""
+    from imagelab.tasks.compress import compress
+
+    return compress(cfg)
 
 
 if __name__ == "__main__":

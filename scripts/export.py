@@ -18,10 +18,16 @@ register_resolvers()  # ${unique_dir:...} names this run's folder before Hydra c
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Run the export task."""
-    from imagelab.tasks.export import export
     from imagelab.tasks.runner import run_task
 
-    run_task(export, cfg)
+    run_task(_export, cfg)
+
+
+def _export(cfg: DictConfig) -> dict:
+    """The task itself, imported only after run_task has checked the config (it loads torch)."""
+    from imagelab.tasks.export import export
+
+    return export(cfg)
 
 
 if __name__ == "__main__":

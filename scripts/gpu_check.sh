@@ -11,7 +11,7 @@
 # benchmark/report.md, train/ (the run directory), eval/metrics.json.
 #
 # Usage, from the project root:
-#   bash ../shared/gpu/prepare-wheels.sh      # once, on a machine with network: writes .whl/ (~36 MB)
+#   bash scripts/gpu/prepare_wheels.sh        # once, on a machine with network: writes .whl/ (~36 MB)
 #   bash scripts/gpu_check.sh                  # on the GPU machine (carry .whl there)
 #   bash scripts/gpu_check.sh --dry-run        # anywhere: check the plan, the install command, the configs
 # Options: --out DIR, --no-install (the packages are there already), --train-seconds N (default 140),
@@ -24,7 +24,7 @@ INSTALL=1
 TRAIN_SECONDS=140
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-outputs/gpu_check/$(date +%Y-%m-%d_%H-%M-%S)}
-BUDGET_S=480 # the issue's limit for the whole script: the step limits below must add up to at most this
+BUDGET_S=480 # the limit for the whole script: the step limits below must add up to at most this
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -45,9 +45,9 @@ esac
 mkdir -p "$OUT_DIR/steps" || { echo "error: cannot create $OUT_DIR"; exit 2; }
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 
-# What a bare GPU image lacks (../shared/gpu/prepare-wheels.sh downloads exactly these into .whl/).
+# What a bare GPU image lacks: scripts/gpu/wheel_packages.txt (scripts/gpu/prepare_wheels.sh downloads them into .whl/).
 WHEEL_DIR=.whl
-PACKAGES="hydra-core omegaconf wandb hydra-optuna-sweeper hydra-joblib-launcher hydra-submitit-launcher"
+PACKAGES=$(grep -v '^[[:space:]]*\(#\|$\)' scripts/gpu/wheel_packages.txt | sed 's/[=<>!~].*//' | tr '\n' ' ' | sed 's/ $//')
 INSTALL_CMD="$PY -m pip install -q --no-index --find-links $WHEEL_DIR --no-compile $PACKAGES"
 PROJECT_CMD="$PY -m pip install -q --no-deps --no-build-isolation -e ."
 
@@ -103,7 +103,7 @@ if [ "$DRY_RUN" = 1 ]; then
       # the resolver alone (nothing installed): every requirement of the packages is in .whl/ or installed
       check install_resolve "$PY -m pip install --dry-run --no-index --find-links $WHEEL_DIR $PACKAGES"
     else
-      echo "note    $WHEEL_DIR/ is missing: run 'bash ../shared/gpu/prepare-wheels.sh' before carrying the"
+      echo "note    $WHEEL_DIR/ is missing: run 'bash scripts/gpu/prepare_wheels.sh' before carrying the"
       echo "        project to a bare GPU image (or use --no-install where the packages are installed)"
     fi
   fi

@@ -1,9 +1,9 @@
 """Build a saved W&B workspace for a project or one sweep.
 
-    python scripts/wandb_dashboard.py project=imagelab [group=train-2026-01-01_12-00-00] [options]
+    python scripts/wandb_dashboard.py project=imagelab [group=train-2026-01-01_12-00-00_a1b2c3] [options]
 
 Options (key=value): ``entity`` (default: your W&B default entity), ``group`` (a sweep's W&B group: the runs
-are filtered on it and its swept parameters are read from ``outputs/<task>/multiruns/<time>``), ``outputs``
+are filtered on it and its swept parameters are read from ``outputs/<task>/multiruns/<time>_<id>``), ``outputs``
 (where to look for that folder, default ``outputs``), ``metric``/``mode`` (objective; default: the sweep's),
 ``params`` (comma-separated config keys, when the sweep folder is not on this machine), ``name`` (the
 workspace's name), ``wandb`` (auto | online | offline; auto = online when logged in), ``output`` (the

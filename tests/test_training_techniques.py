@@ -407,4 +407,4 @@ def test_finetune_presets_carry_their_learning_rate_and_can_be_overridden() -> N
     probe = optimizer("finetune=linear_probe")
     assert probe["lr"] == 1e-2 and probe["weight_decay"] == 0.0
     assert optimizer("finetune=bitfit")["lr"] == 5e-3
-    assert optimizer("experiment=cifar10_vit_lora")["lr"] == 1e-3  # an experiment's own lr wins too
+    assert optimizer("experiment=cifar10_vit_lora")["lr"] == 5e-3  # the experiment takes its preset lr

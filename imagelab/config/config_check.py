@@ -1,6 +1,7 @@
-"""Catch mistyped command-line values (``trainer.max_epochs=abc``) in a second, before any heavy import.
+"""Catch missing and mistyped command-line values in a second, before any heavy import.
 
-A value given on the command line is compared with the value the same key has in the config composed with
+A mandatory value left at ``???`` (``ckpt_path``, ``data.source.root``, ...) is reported as one line naming
+every such key. A value given on the command line is compared with the value the same key has in the config composed with
 only the config-group choices of that command line (the defaults the user started from): a number, bool or
 list replaced by something of another kind is reported as one line naming the key and the expected type.
 """
@@ -59,6 +60,43 @@ def _value_overrides(task_overrides: list[str], groups: set[str]) -> tuple[list[
         elif not override.is_delete() and not override.is_add() and not override.is_sweep_override():
             keys.append(key)
     return group_choices, keys
+
+
+def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Full keys of the values left at ``???`` in ``cfg``, without resolving any interpolation."""
+    found: list[str] = []
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        full = f"{prefix}[{key}]" if isinstance(cfg, ListConfig) else f"{prefix}{'.' if prefix else ''}{key}"
+        node = cfg._get_node(key)
+        if OmegaConf.is_missing(cfg, key):
+            found.append(full)
+        elif (
+            isinstance(node, DictConfig | ListConfig)
+            and not OmegaConf.is_interpolation(cfg, key)
+            and not node._is_none()
+        ):
+            found.extend(missing_keys(node, full))
+    return found
+
+
+def missing_values_message(cfg: DictConfig) -> str | None:
+    """One line naming every mandatory key (``???``) that ``cfg`` leaves unset, or None when there is none."""
+    missing = sorted(key for key in missing_keys(cfg) if key.split(".")[0] != "hydra")  # Hydra fills its own
+    if not missing:
+        return None
+    keys = ", ".join(missing)
+    example = " ".join(f"{key}=..." for key in missing)
+    noun = "a required value" if len(missing) == 1 else "required values"
+    return f"{keys}: {noun} not given (??? in the config); add {example} to the command line"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise UserError for a mandatory value left unset, then for a mistyped command-line value."""
+    problem = missing_values_message(cfg)
+    if problem:
+        raise UserError(problem)
+    check_override_types(cfg)
 
 
 def check_override_types(cfg: DictConfig) -> None:

@@ -19,8 +19,11 @@ TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
 
 
 def claim_unique_dir(parent: str | os.PathLike[str]) -> str:
-    """Create and return a new folder ``PARENT/<YYYY-mm-dd_HH-MM-SS>_<6 hex>`` that no other process has."""
-    root = Path(parent)
+    """Create and return a new folder ``PARENT/<YYYY-mm-dd_HH-MM-SS>_<6 hex>`` that no other process has.
+
+    ``~`` in PARENT (``paths.log_dir="~/runs"``) is the user's home folder.
+    """
+    root = Path(parent).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         candidate = root / f"{time.strftime(TIME_FORMAT)}_{secrets.token_hex(3)}"

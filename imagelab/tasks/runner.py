@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from imagelab.config.config_check import check_override_types
+from imagelab.config.config_check import check_config
 from imagelab.core.atomic import atomic_write_json
 from imagelab.core.code_version import record_code_version
 from imagelab.core.constants import METRICS_FILE
@@ -185,7 +185,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         if is_zero:
             record["code"] = record_code_version(output_dir)
             _write_record(output_dir, record)
-        check_override_types(cfg)  # a mistyped value is reported before anything else is printed
+        check_config(cfg)  # a missing or mistyped value is reported before anything else is printed
         prepare_console(cfg)  # noise filters, one log line per event, the config tree
         result = task(cfg)
         record["status"] = "completed"

@@ -1,19 +1,26 @@
 """HTTP serving with LitServe (Lightning's serving library): ``POST /predict`` an image file, get the denoised
 image (same format and bit depth) or a classifier's top-k as JSON; ``GET /health``; request batching.
 
-Bad input never reaches the model and never gives a 500: ``UploadGuard`` (an ASGI middleware in front of
-the endpoint) answers 415 to a body that is not a multipart upload, 413 to one over the size limit and 400 to
-a malformed one; the worker answers 415 to a file that is not an image, 400 to a corrupt one, 413 to one with
+The image comes as a multipart upload (``curl -F file=@x.png``) or as the raw request body (``curl
+--data-binary @x.png -H 'Content-Type: image/png'``, ``curl -T x.png`` (a PUT), ``requests.post(url,
+data=...)``). Bad input never reaches the model and never gives a 500: ``UploadGuard`` (an ASGI middleware in
+front of the endpoint) answers 413 to a body over the size limit and 400 to an empty or malformed one; the
+worker answers 415 to a file that is not an image, 400 to a corrupt one, 413 to one with
 too many pixels and 422 to a wrong channel count. Such answers are made per request, so a bad request that
 lands in the same batch as good ones does not fail them (LitServe fails a whole batch when one of its
 requests raises). Each answer says in its ``X-Batch-Size`` header how many requests ran in its batch.
+SIGTERM or SIGINT to the main process stops the server: no new connections, requests in flight finish (up to
+``shutdown_timeout`` seconds), the workers stop, and the process exits 143 / 130 with one line.
 """
 
 # no ``from __future__ import annotations``: LitServe reads decode_request's annotation as a class
 import base64
 import json
 import logging
+import os
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 
 from datamodules.image_io import read_image, write_image
 from imagelab.config.run_checkpoint import load_run_checkpoint, model_kind
-from imagelab.core.errors import UserError
+from imagelab.core.errors import RunInterrupted, UserError
 from imagelab.deploy.exported_model import ExportedModel
 from imagelab.tasks.inference import check_model_choice, denoise_arrays, load_denoiser
 from imagelab.tasks.prediction import classify_arrays, eval_transform, load_classifier
@@ -74,19 +81,21 @@ def sniff(data: bytes) -> tuple[str, str] | None:
 
 
 class UploadGuard:
-    """ASGI middleware for ``POST <path>``: 415 unless multipart, 413 over ``max_bytes``, 400 when malformed.
+    """ASGI middleware for ``POST``/``PUT <path>``: 413 over ``max_bytes``, 400 when empty or malformed.
 
-    It reads the body (counting, so a missing or false Content-Length cannot bypass the limit), checks that it
-    parses as multipart form data with a file field, then hands the file to the endpoint as a JSON body
-    ``{"filename", "data": base64}`` (LitServe's queue to the worker process cannot carry an UploadFile).
+    It reads the body (counting, so a missing or false Content-Length cannot bypass the limit). A multipart
+    body must parse as form data with a file field; any other body is the image itself (``image/*``, or
+    no type, as ``curl -T`` and ``requests.post(data=...)`` send it: the worker checks the image signature and
+    answers 415 to anything else). The image goes on to the endpoint as a JSON body ``{"filename", "data":
+    base64}`` (LitServe's queue to the worker process cannot carry an UploadFile), always as a POST.
     """
 
     def __init__(self, app: Any, path: str = "/predict", max_bytes: int = 20_000_000) -> None:
         self.app, self.path, self.max_bytes = app, path, int(max_bytes)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Check one request (only POST to the endpoint) and pass it on or answer it."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+        """Check one request (only POST or PUT to the endpoint) and pass it on or answer it."""
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT") or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
         content_type = Headers(scope=scope).get("content-type", "")
@@ -100,17 +109,20 @@ class UploadGuard:
             if not too_big:
                 body += chunk
             more = message.get("more_body", False)
-        if not content_type.startswith("multipart/form-data"):
-            reply = error_response(415, f"send the image as a multipart upload in the form field '{FIELD}' "
-                                   f"(curl -F {FIELD}=@image.png URL), not {content_type or 'a raw body'}")  # fmt: skip
-        elif too_big:
+        multipart = content_type.startswith("multipart/form-data")
+        if too_big:
             reply = error_response(
                 413, f"upload larger than the limit of {self.max_bytes / 1e6:g} MB (max_upload_mb)"
             )
+        elif not body:
+            reply = error_response(400, f"empty request body: send an image file (curl -F {FIELD}=@image.png "
+                                   "URL, or curl --data-binary @image.png -H 'Content-Type: image/png' URL)")  # fmt: skip
         else:
             reply = None
-        if reply is None:
+        if reply is None and multipart:
             reply, payload = await self._form_to_json(scope, bytes(body))
+        elif reply is None:  # the body is the image itself
+            payload = json.dumps({"filename": None, "data": base64.b64encode(body).decode("ascii")}).encode()
         if reply is not None:
             await reply(scope, receive, send)
             return
@@ -126,7 +138,7 @@ class UploadGuard:
                 return {"type": "http.request", "body": payload, "more_body": False}
             return await receive()
 
-        await self.app({**scope, "headers": headers}, replay, send)
+        await self.app({**scope, "method": "POST", "headers": headers}, replay, send)
 
     @staticmethod
     async def _form_to_json(scope: dict, body: bytes) -> tuple[Response | None, bytes]:
@@ -256,8 +268,53 @@ def server_config(cfg: DictConfig) -> dict[str, Any]:
     return {**{k: plain.get(k) for k in keys}, "kind": kind, "merge_lora": True}
 
 
+class StopOnSignal:
+    """SIGTERM/SIGINT of the main process -> LitServe's own graceful shutdown, in a bounded time.
+
+    LitServe's main process waits on a ``multiprocessing.Manager`` event; an exception raised inside that wait
+    (a signal handler's) leaves the manager connection mid-call and the shutdown that follows hangs. So the
+    handler only records the signal and wakes a helper thread, which sets the shutdown event through a
+    connection of its own; the wait then returns normally and LitServe stops its HTTP server (in-flight
+    requests finish, up to ``shutdown_timeout`` seconds) and its workers.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.signum: int | None = None
+        self._wake = threading.Event()
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Route SIGTERM and SIGINT of this (main) process here; start the helper thread."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handler)
+        threading.Thread(target=self._stop_when_woken, name="serve-stop", daemon=True).start()
+
+    def restore(self) -> None:
+        """Put the handlers back that were there before :meth:`install`."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked LitServe process inherited this handler: default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self.signum is None:
+            self.signum = signum
+            self._wake.set()
+
+    def _stop_when_woken(self) -> None:
+        self._wake.wait()
+        logging.getLogger("litserve").setLevel(logging.WARNING)  # the caller prints the one line
+        while getattr(self.server, "_shutdown_event", None) is None:  # created early in LitServer.run
+            threading.Event().wait(0.05)
+        self.server._shutdown_event.set()
+
+
 def serve(cfg: DictConfig) -> dict[str, Any]:
-    """Start the server on ``cfg.host:cfg.port`` and block until it is stopped."""
+    """Start the server on ``cfg.host:cfg.port`` and block until SIGTERM or SIGINT stops it (exit 143 / 130)."""
     settings = server_config(cfg)
     accelerator = (
         "cpu" if str(cfg.device) == "cpu" or str(cfg.get("model_path") or "").endswith(".onnx") else "auto"
@@ -266,11 +323,19 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
     guard = (UploadGuard, {"path": "/predict", "max_bytes": int(float(cfg.max_upload_mb) * 1e6)})
     server = ls.LitServer(ImageAPI(settings), accelerator=accelerator, devices=1, workers_per_device=1,
                           timeout=float(cfg.timeout), middlewares=[guard])  # fmt: skip
+    server.uvicorn_graceful_timeout = float(cfg.shutdown_timeout)  # in-flight requests may finish this long
+    stopper = StopOnSignal(server)
+    stopper.install()
     print(
         f"serving a {settings['kind']} on http://{cfg.host}:{cfg.port}/predict (health: /health)", flush=True
     )
     print(
         json.dumps({k: settings[k] for k in ("max_batch_size", "max_pixels", "strict_channels")}), flush=True
     )
-    server.run(host=str(cfg.host), port=int(cfg.port), generate_client_file=False, num_api_servers=1)
+    try:
+        server.run(host=str(cfg.host), port=int(cfg.port), generate_client_file=False, num_api_servers=1)
+    finally:
+        stopper.restore()
+    if stopper.signum is not None:
+        raise RunInterrupted(stopper.signum, "(the server stopped)")
     return {"metrics": {}}
