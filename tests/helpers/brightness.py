@@ -136,7 +136,11 @@ class BrightnessKind(TaskKind):
 
     def metadata(self, module: Any, run_cfg: DictConfig, source: str) -> dict[str, Any]:
         """One grey channel in, the brightness out."""
-        return {"channels": 1, "input": "float32 (B, 1, H, W) in [0, 1]", "output": "float32 (B, 1) brightness"}
+        return {
+            "channels": 1,
+            "input": "float32 (B, 1, H, W) in [0, 1]",
+            "output": "float32 (B, 1) brightness",
+        }
 
     def export_axes(self) -> tuple[dict[int, str], dict[int, str]]:
         """Any batch and image size in; one value per image out."""
