@@ -6,7 +6,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,9 @@ from torch.export import Dim
 
 from imagelab.core.atomic import atomic_write, atomic_write_json
 from imagelab.deploy.source import METADATA_KEY
-from imagelab.kinds import TaskKind
+
+if TYPE_CHECKING:  # the models behind the kinds stay unimported where exported files are read
+    from imagelab.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from imagelab.kinds.base import Runner
+Runner = Callable[[Tensor], Tensor]
+"""A model variant as a function: float (B, C, H, W) batch -> output tensor on the CPU."""
 
 
 def latency_ms(run: Runner, batch: Tensor, repeats: int, warmup: int = 1) -> float:

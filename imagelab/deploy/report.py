@@ -7,14 +7,16 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from imagelab.core.atomic import atomic_write_json, atomic_write_text
 from imagelab.deploy.measure import Runner, latency_ms, max_abs_diff
-from imagelab.kinds import TaskKind
+
+if TYPE_CHECKING:  # the models behind the kinds stay unimported where exported files are read
+    from imagelab.kinds import TaskKind
 
 
 @dataclass

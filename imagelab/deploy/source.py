@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig
@@ -12,7 +12,9 @@ from torch import nn
 
 from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from imagelab.core.errors import UserError
-from imagelab.kinds import TaskKind, kind_of
+
+if TYPE_CHECKING:  # the models behind the kinds stay unimported where exported files are read
+    from imagelab.kinds import TaskKind
 
 METADATA_KEY = "imagelab"
 """Key of the JSON metadata in an ONNX file's metadata_props, a TorchScript file's extra files and a
@@ -51,6 +53,8 @@ def build_metadata(kind: TaskKind, module: Any, run_cfg: DictConfig, source: str
 
 def open_source(ckpt_path: str | Path) -> DeploySource:
     """Open a checkpoint written by scripts/train.py (or by scripts/compress.py) of any registered task kind."""
+    from imagelab.kinds import kind_of  # lazy: imports the models; exported files are read without them
+
     checkpoint, run_cfg = load_run_checkpoint(ckpt_path)
     kind = kind_of(run_cfg)
     if kind.outputs is None:
