@@ -80,7 +80,7 @@ class ClassificationKind(TaskKind):
         if results.attacks:
             rows = [("clean", {"acc": metrics.get("test/acc", float("nan"))})]
             rows += [
-                (Attack.build(a).label, {"acc": metrics.get(f"test/acc_{k}")})
+                (Attack.from_config(a).label, {"acc": metrics.get(f"test/acc_{k}", float("nan"))})
                 for k, a in results.attacks.items()
             ]
             show(
