@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,48 @@ def test_onnx_export_matches_torch_on_any_image_size(trained: list[dict], tmp_pa
     report = json.loads((single_run_dir(tmp_path, "export") / "report.json").read_text())
     expected = trained[0]["metrics"]["test/mae"]
     assert [row["test_mae"] for row in report["rows"]] == [pytest.approx(expected, abs=1e-4)] * 2
+
+
+def test_a_subclass_is_of_its_parents_kind_unless_it_registers_its_own() -> None:
+    from imagelab.config.kind_registry import registered_kind
+    from imagelab.kinds import DENOISING, TaskKind
+    from lightning_modules.denoiser import DenoiserModule
+
+    class MyDenoiser(DenoiserModule):
+        """A user's denoiser variant."""
+
+    class MyOtherDenoiser(DenoiserModule):
+        """A user's variant with its own kind."""
+
+    own = TaskKind("special denoiser").register(MyOtherDenoiser)
+    assert registered_kind(MyDenoiser) is DENOISING
+    assert registered_kind(MyOtherDenoiser) is own
+
+
+def test_attack_presets_are_target_nodes_and_plain_names_still_work() -> None:
+    from lightning_modules.adversarial import FGSM, PGD, Attack
+    from tests.conftest import compose
+
+    for name, cls in (("fgsm", FGSM), ("pgd", PGD)):
+        attack = Attack.from_config(compose("eval", [f"attack={name}", "attack.eps=0.1"]).attack)
+        assert type(attack) is cls and attack.eps == pytest.approx(0.1)
+    assert FGSM(eps=0.1).schedule() == (1, 0.1)
+    assert Attack.from_config({"name": "pgd", "steps": 3, "alpha": 0.01}).schedule() == (3, 0.01)
+
+
+def test_export_formats_and_quantisers_are_registries() -> None:
+    from imagelab.core.errors import UserError
+    from imagelab.deploy.formats import FORMATS, export_format
+    from imagelab.deploy.quantize import QUANTIZERS
+    from imagelab.tasks.compress import METHODS
+
+    assert {name: f.suffix for name, f in FORMATS.items()} == {
+        "onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"
+    }  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=re.escape("format='tflite' is not supported: use format=onnx|torchscript|safetensors"),
+    ):
+        export_format("tflite")
+    assert [m for m, q in QUANTIZERS.items() if q.calibrated] == ["int8_static"]
+    assert METHODS == ("int8_dynamic", "int8_static", "prune")
