@@ -2,7 +2,7 @@
 
 Importing this package registers the built-in kinds (``DENOISING``, ``CLASSIFICATION``); a user's kind
 registers itself where it is defined (``MyKind().register(MyModule)``), which the checkpoint's
-``model._target_`` imports. :func:`kind_of` finds the kind of a run config, :func:`kind_of_module` of a module.
+``model._target_`` imports. :func:`kind_of` finds the kind of a run config.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ __all__ = [
     "PrunePlan",
     "TaskKind",
     "kind_of",
-    "kind_of_module",
     "require_outputs",
 ]
 
@@ -45,8 +44,3 @@ def require_outputs(kind: TaskKind, what: str) -> Any:
             "register a TaskKind with `outputs` for its LightningModule (imagelab/kinds/)"
         )
     return kind.outputs
-
-
-def kind_of_module(module: Any) -> TaskKind | None:
-    """The task kind registered for a LightningModule instance (None when there is none)."""
-    return registered_kind(type(module))
