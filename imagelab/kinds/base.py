@@ -2,7 +2,8 @@
 
 A task kind is one object that the scripts ask instead of branching on a name: how to export its network
 (dynamic axes), how to average outputs (TTA and ensembles), what ensemble members must share, the metric a
-deployed variant is scored with, the eval report, what pruning supports and how the server codes requests.
+deployed variant is scored with, the eval report and what pruning supports. (The server's codec per kind,
+which needs the inference tasks' loaders, is one layer up: ``imagelab.tasks.serve_codecs``.)
 A new task is one module: a LightningModule, a ``TaskKind`` subclass, and ``MyKind().register(MyModule)``.
 """
 
