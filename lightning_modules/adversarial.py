@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from imagelab.config.instantiation import build_instance
 from imagelab.core.errors import UserError
 
 NORMS = ("Linf", "L2")
@@ -38,26 +39,30 @@ NORMS = ("Linf", "L2")
 
 @dataclass(frozen=True)
 class Attack:
-    """One attack: ``fgsm`` (a single step of size ``eps``) or ``pgd`` (``steps`` steps of size ``alpha``)."""
+    """An attack within the ``eps`` ball (``norm`` Linf|L2, pixel scale [0, 1]): :class:`FGSM` or :class:`PGD`.
 
-    name: str = "pgd"
+    ``conf/attack/*.yaml`` name the class with ``_target_``; a plain mapping with ``name: fgsm|pgd`` (the
+    ``callbacks.adversarial.attack`` node) is read by :meth:`from_config`. ``alpha`` and ``steps`` are PGD's.
+    """
+
     eps: float = 8 / 255
     alpha: float = 2 / 255
     steps: int = 10
     random_start: bool = True
     norm: str = "Linf"
+    name: ClassVar[str] = "attack"
 
     def __post_init__(self) -> None:
-        if self.name not in ("fgsm", "pgd"):
-            raise UserError(f"attack name must be fgsm or pgd, got {self.name!r}")
         if self.norm not in NORMS:
             raise UserError(f"attack norm must be Linf or L2, got {self.norm!r}")
         if not float(self.eps) > 0:
             raise UserError(
                 f"attack eps must be > 0 (pixel scale [0, 1], e.g. 8/255 = 0.0314), got {self.eps}"
             )
-        if self.name == "pgd" and (int(self.steps) < 1 or not float(self.alpha) > 0):
-            raise UserError(f"pgd needs steps >= 1 and alpha > 0, got steps={self.steps} alpha={self.alpha}")
+
+    def schedule(self) -> tuple[int, float]:
+        """(number of steps, step size) of the attack."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it steps")
 
     @property
     def key(self) -> str:
@@ -67,23 +72,73 @@ class Attack:
     @property
     def label(self) -> str:
         """Readable name with its strength, e.g. ``PGD-20 (Linf, eps 0.0314)``."""
-        what = "FGSM" if self.name == "fgsm" else f"PGD-{self.steps}"
-        return f"{what} ({self.norm}, eps {self.eps:.4g})"
+        return f"{self.name.upper()} ({self.norm}, eps {self.eps:.4g})"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Attack:
-        """An attack from a plain/DictConfig mapping with the field names (unknown keys are a UserError)."""
+    def from_config(cls, cfg: Attack | Mapping[str, Any]) -> Attack:
+        """An attack from an instance, a ``_target_`` node, or a mapping with ``name`` and the field names
+        (unknown keys and names are a UserError)."""
+        if isinstance(cfg, Attack):
+            return cfg
         cfg = dict(cfg)
-        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if "_target_" in cfg:
+            return build_instance(cfg, Attack, "attack")
+        name = cfg.pop("name", "pgd")
+        chosen = ATTACKS.get(str(name))
+        if chosen is None:
+            raise UserError(f"attack name must be {' or '.join(ATTACKS)}, got {name!r}")
+        unknown = sorted(set(cfg) - set(chosen.__dataclass_fields__))
         if unknown:
-            raise UserError(f"unknown attack option(s) {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+            valid = sorted({*chosen.__dataclass_fields__, "name"})
+            raise UserError(f"unknown attack option(s) {unknown}; valid: {valid}")
         kwargs: dict[str, Any] = {}
-        for key, cast in (("name", str), ("eps", float), ("alpha", float), ("steps", int), ("norm", str)):
+        for key, cast in (("eps", float), ("alpha", float), ("steps", int), ("norm", str)):
             if cfg.get(key) is not None:
                 kwargs[key] = cast(cfg[key])
         if cfg.get("random_start") is not None:
             kwargs["random_start"] = bool(cfg["random_start"])
-        return cls(**kwargs)
+        return chosen(**kwargs)
+
+
+@dataclass(frozen=True)
+class FGSM(Attack):
+    """Fast gradient sign method: one step of size ``eps`` (``alpha`` and ``steps`` are not used)."""
+
+    name: ClassVar[str] = "fgsm"
+
+    def schedule(self) -> tuple[int, float]:
+        """One step of size ``eps``."""
+        return 1, float(self.eps)
+
+    @property
+    def label(self) -> str:
+        """E.g. ``FGSM (Linf, eps 0.0314)``."""
+        return f"FGSM ({self.norm}, eps {self.eps:.4g})"
+
+
+@dataclass(frozen=True)
+class PGD(Attack):
+    """Projected gradient descent: ``steps`` steps of size ``alpha``, projected back into the ball after each."""
+
+    name: ClassVar[str] = "pgd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.steps) < 1 or not float(self.alpha) > 0:
+            raise UserError(f"pgd needs steps >= 1 and alpha > 0, got steps={self.steps} alpha={self.alpha}")
+
+    def schedule(self) -> tuple[int, float]:
+        """``steps`` steps of size ``alpha``."""
+        return int(self.steps), float(self.alpha)
+
+    @property
+    def label(self) -> str:
+        """E.g. ``PGD-20 (Linf, eps 0.0314)``."""
+        return f"PGD-{self.steps} ({self.norm}, eps {self.eps:.4g})"
+
+
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD}
+"""The attacks a plain ``name: ...`` mapping may choose (``callbacks.adversarial.attack``)."""
 
 
 def _loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -130,7 +185,7 @@ def attack_batch(
         y = y.clone()
         mean, std = mean.to(x).clone(), std.to(x).clone()
         pixels = (x * std + mean).clamp(0.0, 1.0)
-        steps, size = (1, attack.eps) if attack.name == "fgsm" else (attack.steps, attack.alpha)
+        steps, size = attack.schedule()
         delta = torch.zeros_like(pixels)
         if attack.random_start:
             delta = _random_start(pixels, attack.eps, attack.norm)
@@ -172,12 +227,12 @@ def attack_module(pl_module: Any, x: Tensor, y: Tensor, attack: Attack) -> Tenso
 class RobustAccuracy(pl.Callback):
     """Log ``val/acc_<name>`` / ``test/acc_<name>``: accuracy on each validation/test batch after ``attacks``.
 
-    ``attacks`` maps names to attack configs (:class:`Attack` fields). ``splits`` chooses where (``val``,
+    ``attacks`` maps names to attacks (or their configs, see :meth:`Attack.from_config`). ``splits`` chooses where (``val``,
     ``test``). Accuracy is a torchmetrics weighted mean: exact under DDP with uneven shards.
     """
 
     def __init__(
-        self, attacks: Mapping[str, Mapping[str, Any]], splits: tuple[str, ...] = ("val", "test")
+        self, attacks: Mapping[str, Attack | Mapping[str, Any]], splits: tuple[str, ...] = ("val", "test")
     ) -> None:
         self.attacks = {str(k): Attack.from_config(v) for k, v in dict(attacks).items()}
         self.splits = tuple(splits)
@@ -238,9 +293,9 @@ class AdversarialTraining(RobustAccuracy):
         evaluate: also log ``val/acc_<attack>`` and ``test/acc_<attack>`` with the same attack.
     """
 
-    def __init__(self, attack: Mapping[str, Any], share: float = 1.0, evaluate: bool = True) -> None:
+    def __init__(self, attack: Attack | Mapping[str, Any], share: float = 1.0, evaluate: bool = True) -> None:
         chosen = Attack.from_config(attack)
-        super().__init__({chosen.key: attack} if evaluate else {})
+        super().__init__({chosen.key: chosen} if evaluate else {})
         self.attack = chosen
         self.share = float(share)
         if not 0.0 < self.share <= 1.0:

@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 from torch import nn
 
+from imagelab.config.kind_registry import model_class
 from imagelab.config.run_checkpoint import build_module_from_checkpoint, model_kind
 from imagelab.core.constants import RUN_CONFIG_KEY
 from imagelab.core.errors import UserError, first_line
@@ -331,10 +332,10 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def _project_checkpoint_weights(checkpoint: dict[str, Any], file: Path) -> dict[str, torch.Tensor]:
     """The timm model weights (LoRA merged) of a classifier checkpoint written by scripts/train.py."""
     run_cfg = OmegaConf.create(checkpoint[RUN_CONFIG_KEY])
-    kind = model_kind(run_cfg)
-    if kind != "classifier":
+    if not hasattr(model_class(run_cfg), "inference_network"):  # a classifier's timm network with LoRA merged
         raise UserError(
-            f"model.checkpoint_path={file} holds a {kind} model; give a classifier checkpoint or weights file"
+            f"model.checkpoint_path={file} holds a {model_kind(run_cfg)} model; give a classifier checkpoint or "
+            "weights file"
         )
     module = build_module_from_checkpoint(checkpoint, run_cfg)
     return {k: v.detach().clone() for k, v in module.inference_network().state_dict().items()}

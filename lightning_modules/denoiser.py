@@ -136,7 +136,7 @@ class DenoiserModule(pl.LightningModule):
         the file later. The network must have the same architecture: a UserError names the settings to use
         (e.g. ``model.net.width`` of a pruned checkpoint written by scripts/compress.py).
         """
-        checkpoint, run_cfg = load_run_checkpoint(path, expected_kind="denoiser")
+        checkpoint, run_cfg = load_run_checkpoint(path, expected_kind=DenoiserModule)
         source = build_module_from_checkpoint(checkpoint, run_cfg).net.state_dict()
         own = self.net.state_dict()
         wrong = [k for k in own if k not in source or source[k].shape != own[k].shape]

@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric
 from imagelab.callbacks.final_network import build_module_from_data
 from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from imagelab.core.errors import UserError
+from lightning_modules.classifier import ClassifierModule
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -72,7 +73,7 @@ class Distillation(pl.Callback):
         if not hasattr(pl_module, "loss_terms"):
             raise UserError(f"distill.teacher works with classifiers, not {type(pl_module).__name__}")
         build_module_from_data(pl_module, stage)  # the student reads its classes from the data first
-        checkpoint, run_cfg = load_run_checkpoint(self.teacher_path, expected_kind="classifier")
+        checkpoint, run_cfg = load_run_checkpoint(self.teacher_path, expected_kind=ClassifierModule)
         # building the teacher initialises a network before its weights load: keep that off the global random
         # stream, so that a run with a teacher draws the same shuffles and dropout masks as one without
         with torch.random.fork_rng(devices=[]):

@@ -1,14 +1,17 @@
 """Test-time augmentation (TTA) and ensembles as drop-in networks: average predictions of transformed inputs
 or of several networks, with the same input and output conventions as the network they replace.
 
-* Denoisers (``kind="denoiser"``): outputs are images; each transformed input's output is mapped back with
+How outputs are averaged depends on what they are; the task kind (``imagelab.kinds``) chooses one of:
+
+* :class:`ImageOutputs` (denoisers): outputs are images; each transformed input's output is mapped back with
   the exact inverse transform and the results are averaged. ``x8`` is the "self-ensemble" of DnCNN+/EDSR+
   (the 8 rotations/flips of the dihedral group), ``flip`` the identity and the horizontal flip.
-* Classifiers (``kind="classifier"``): outputs are logits; the class probabilities are averaged and returned
+* :class:`LogitOutputs` (classifiers): outputs are logits; the class probabilities are averaged and returned
   as log-probabilities, which are valid logits (softmax gives back the averaged probabilities, and the
   cross-entropy on them is the ensemble's loss). ``flip`` is the horizontal flip (the usual classifier TTA);
   ``x8`` is allowed for rotation-invariant data (aerial, microscopy), not for digits or everyday photos.
 
+Any object with the three methods of :class:`OutputAveraging` works the same way (a user's task kind).
 ``scripts/eval.py tta=x8``, ``scripts/denoise.py tta=x8``, ``scripts/predict.py tta=flip`` wrap the
 checkpoint's ``module.net`` with :func:`wrap_tta`; ensembles (``ckpt_path=[a,b,c]``) use :class:`AverageNet`.
 """
@@ -16,6 +19,7 @@ checkpoint's ``module.net`` with :func:`wrap_tta`; ensembles (``ckpt_path=[a,b,c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +27,6 @@ from torch import Tensor, nn
 from imagelab.core.errors import UserError
 
 TTA_MODES = ("none", "flip", "x8")
-KINDS = ("denoiser", "classifier")
 
 
 def dihedral(x: Tensor, k: int) -> Tensor:
@@ -46,29 +49,63 @@ def transforms_of(mode: str) -> list[int]:
     return {"none": [0], "flip": [0, 4], "x8": list(range(8))}[mode]
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+class OutputAveraging(Protocol):
+    """How the outputs of transformed inputs or of ensemble members are brought together."""
+
+    def undo_transform(self, output: Tensor, k: int) -> Tensor:
+        """The output of the input under dihedral transform ``k`` (0-7), mapped back to the original input."""
+        ...
+
+    def member_output(self, output: Tensor) -> Tensor:
+        """What one ensemble member contributes to the average (e.g. its output as it is used, clamped)."""
+        ...
+
+    def average(self, outputs: Sequence[Tensor]) -> Tensor:
+        """The combined output of several outputs of the same input."""
+        ...
 
 
-def average_outputs(outputs: Sequence[Tensor], kind: str) -> Tensor:
-    """Mean of denoised images, or log of the mean class probabilities of logits (see module docstring)."""
-    _check_kind(kind)
-    if kind == "denoiser":
+class ImageOutputs:
+    """Image outputs (denoisers): transforms undone, members clamped to [0, 1] as used, the mean taken."""
+
+    def undo_transform(self, output: Tensor, k: int) -> Tensor:
+        """``output`` turned and flipped back (:func:`inverse_dihedral`)."""
+        return inverse_dihedral(output, k)
+
+    def member_output(self, output: Tensor) -> Tensor:
+        """The member's image as it is used: float, clamped to [0, 1]."""
+        return output.float().clamp(0.0, 1.0)
+
+    def average(self, outputs: Sequence[Tensor]) -> Tensor:
+        """Mean image."""
         return torch.stack([o.float() for o in outputs]).mean(dim=0)
-    probs = torch.stack([o.float().softmax(dim=-1) for o in outputs]).mean(dim=0)
-    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
+class LogitOutputs:
+    """Logit outputs (classifiers): transform-invariant, averaged as probabilities (see the module docstring)."""
+
+    def undo_transform(self, output: Tensor, k: int) -> Tensor:
+        """Logits do not move with the image: unchanged."""
+        return output
+
+    def member_output(self, output: Tensor) -> Tensor:
+        """The member's logits, unchanged."""
+        return output
+
+    def average(self, outputs: Sequence[Tensor]) -> Tensor:
+        """Log of the mean class probabilities."""
+        probs = torch.stack([o.float().softmax(dim=-1) for o in outputs]).mean(dim=0)
+        return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 class TTANet(nn.Module):
     """``net`` applied to the transformed inputs of ``mode``; the (inverse-transformed) outputs averaged."""
 
-    def __init__(self, net: nn.Module, mode: str, kind: str) -> None:
+    def __init__(self, net: nn.Module, mode: str, outputs: OutputAveraging) -> None:
         super().__init__()
-        _check_kind(kind)
         self.net = net
         self.mode = mode
-        self.kind = kind
+        self.outputs = outputs
         self.transforms = transforms_of(mode)
         self.channels = getattr(net, "channels", None)
 
@@ -76,45 +113,38 @@ class TTANet(nn.Module):
         """Averaged output of ``x`` (images for denoisers, log-probabilities for classifiers)."""
         if self.transforms == [0]:
             return self.net(x)
-        outputs = []
-        for k in self.transforms:
-            out = self.net(dihedral(x, k))
-            outputs.append(inverse_dihedral(out, k) if self.kind == "denoiser" else out)
-        return average_outputs(outputs, self.kind)
+        outputs = [self.outputs.undo_transform(self.net(dihedral(x, k)), k) for k in self.transforms]
+        return self.outputs.average(outputs)
 
 
 class AverageNet(nn.Module):
     """An ensemble of networks with the same inputs and outputs: their average (see :func:`average_outputs`)."""
 
-    def __init__(self, nets: Sequence[nn.Module], kind: str) -> None:
+    def __init__(self, nets: Sequence[nn.Module], outputs: OutputAveraging) -> None:
         super().__init__()
-        _check_kind(kind)
         if not nets:
             raise ValueError("an ensemble needs at least one network")
         self.members = nn.ModuleList(nets)
-        self.kind = kind
+        self.outputs = outputs
         self.channels = getattr(nets[0], "channels", None)
 
     def forward(self, x: Tensor) -> Tensor:
         """Averaged output of every member on ``x``."""
         if len(self.members) == 1:
             return self.members[0](x)
-        outputs = [m(x) for m in self.members]
-        if self.kind == "denoiser":  # outputs are used clamped: average what each member would give
-            outputs = [o.float().clamp(0.0, 1.0) for o in outputs]
-        return average_outputs(outputs, self.kind)
+        return self.outputs.average([self.outputs.member_output(m(x)) for m in self.members])
 
 
-def wrap_tta(module: nn.Module, mode: str, kind: str) -> nn.Module:
+def wrap_tta(module: nn.Module, mode: str, outputs: OutputAveraging) -> nn.Module:
     """Replace ``module.net`` (a LightningModule's network) by its TTA version; ``none`` leaves it alone."""
     if transforms_of(mode) != [0]:
-        module.net = TTANet(module.net, mode, kind)
+        module.net = TTANet(module.net, mode, outputs)
     return module
 
 
-def average_into(modules: Sequence[nn.Module], kind: str) -> nn.Module:
+def average_into(modules: Sequence[nn.Module], outputs: OutputAveraging) -> nn.Module:
     """The first module with its ``net`` replaced by the ensemble of every module's ``net``."""
     first = modules[0]
     if len(modules) > 1:
-        first.net = AverageNet([m.net for m in modules], kind)
+        first.net = AverageNet([m.net for m in modules], outputs)
     return first

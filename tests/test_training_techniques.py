@@ -94,7 +94,7 @@ def denoisers(root: Path) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------- unit
 def test_fgsm_step_matches_a_hand_computed_step() -> None:
-    from lightning_modules.adversarial import Attack, attack_batch
+    from lightning_modules.adversarial import FGSM, attack_batch
 
     # logits = W @ normalised pixels, two pixels, two classes; normalisation mean 0.5, std 0.25
     w = torch.tensor([[1.0, -2.0], [-3.0, 0.5]])
@@ -111,17 +111,17 @@ def test_fgsm_step_matches_a_hand_computed_step() -> None:
     grad = ((probs - torch.tensor([[1.0, 0.0]])) @ w) / std
     eps = 0.05
     expected = ((x_pix + eps * grad.sign()).clamp(0, 1) - mean) / std
-    adv = attack_batch(model, x, y, Attack(name="fgsm", eps=eps, random_start=False), mean, std)
+    adv = attack_batch(model, x, y, FGSM(eps=eps, random_start=False), mean, std)
     assert torch.allclose(adv.flatten(1), expected, atol=1e-6)
     # at the box edge the step is clipped: pixel 0.98 + 0.05 -> 1.0
     edge = ((torch.tensor([[0.3, 0.98]]) - mean) / std).view(1, 1, 1, 2)
-    adv_edge = attack_batch(model, edge, y, Attack(name="fgsm", eps=eps, random_start=False), mean, std)
+    adv_edge = attack_batch(model, edge, y, FGSM(eps=eps, random_start=False), mean, std)
     assert (adv_edge.flatten() * std + mean).max() <= 1.0 + 1e-6
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_pgd_stays_in_the_eps_ball_and_the_pixel_box(norm: str) -> None:
-    from lightning_modules.adversarial import Attack, attack_batch
+    from lightning_modules.adversarial import PGD, attack_batch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
@@ -129,7 +129,7 @@ def test_pgd_stays_in_the_eps_ball_and_the_pixel_box(norm: str) -> None:
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.3, 0.25]).view(3, 1, 1)
     x, y = (pixels - mean) / std, torch.randint(0, 5, (6,))
     eps = 0.05 if norm == "Linf" else 0.5
-    attack = Attack(name="pgd", eps=eps, alpha=eps / 4, steps=10, random_start=True, norm=norm)
+    attack = PGD(eps=eps, alpha=eps / 4, steps=10, random_start=True, norm=norm)
     adv = attack_batch(net, x, y, attack, mean, std) * std + mean
     delta = (adv - pixels).flatten(1)
     size = delta.abs().max(dim=1).values if norm == "Linf" else delta.norm(dim=1)
@@ -141,7 +141,7 @@ def test_pgd_stays_in_the_eps_ball_and_the_pixel_box(norm: str) -> None:
 
 
 def test_dihedral_transforms_are_eight_exact_inverses() -> None:
-    from lightning_modules.tta import TTANet, dihedral, inverse_dihedral
+    from lightning_modules.tta import ImageOutputs, TTANet, dihedral, inverse_dihedral
 
     x = torch.rand(2, 1, 5, 7)  # not square: quarter turns swap H and W
     images = [dihedral(x, k) for k in range(8)]
@@ -149,17 +149,17 @@ def test_dihedral_transforms_are_eight_exact_inverses() -> None:
     for k, t in enumerate(images):
         assert torch.equal(inverse_dihedral(t, k), x)
     identity = torch.nn.Identity()
-    assert torch.allclose(TTANet(identity, "x8", "denoiser")(x), x, atol=1e-6)  # identity stays identity
+    assert torch.allclose(TTANet(identity, "x8", ImageOutputs())(x), x, atol=1e-6)  # identity stays identity
 
 
 def test_classifier_tta_averages_the_probabilities_of_the_flipped_images() -> None:
-    from lightning_modules.tta import TTANet
+    from lightning_modules.tta import LogitOutputs, TTANet
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 6, 3))
     x = torch.rand(5, 2, 4, 6)
     expected = (net(x).softmax(-1) + net(torch.flip(x, dims=(-1,))).softmax(-1)) / 2
-    logits = TTANet(net, "flip", "classifier")(x)
+    logits = TTANet(net, "flip", LogitOutputs())(x)
     assert torch.allclose(
         logits.softmax(-1), expected, atol=1e-6
     )  # valid logits of the averaged probabilities

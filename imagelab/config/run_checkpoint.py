@@ -9,24 +9,32 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from imagelab.config.instantiation import instantiate_node
+from imagelab.config.kind_registry import kind_name, model_class, registered_kind
 from imagelab.core.constants import HYDRA_DIR, RUN_CONFIG_KEY
 from imagelab.core.errors import UserError, first_line
 
-# Which script serves which LightningModule (by its config _target_).
-MODEL_KINDS = {
-    "lightning_modules.denoiser.DenoiserModule": "denoiser",
-    "lightning_modules.classifier.ClassifierModule": "classifier",
-}
-SCRIPT_FOR_KIND = {
-    "denoiser": "scripts/eval.py or scripts/denoise.py",
-    "classifier": "scripts/eval.py or scripts/predict.py",
-}
-
 
 def model_kind(run_config: dict[str, Any] | DictConfig) -> str:
-    """'denoiser', 'classifier', or the model's _target_ when it is some other LightningModule."""
-    target = str(run_config.get("model", {}).get("_target_", "?"))
-    return MODEL_KINDS.get(target, target)
+    """The name of the model's task kind (``denoiser``, ``classifier``, a user's), else its ``_target_``.
+
+    Kinds are registered by class (``imagelab.config.kind_registry``); the built-in ones by ``imagelab.kinds``.
+    """
+    kind = registered_kind(model_class(run_config))
+    if kind is not None:
+        return str(kind.name)
+    return str(run_config.get("model", {}).get("_target_", "?"))
+
+
+def _check_kind(ckpt_path: Path, cfg: DictConfig, expected: str | type) -> None:
+    """UserError unless the checkpoint's model is of task kind ``expected`` (a kind name or a module class)."""
+    found_class = model_class(cfg)
+    if isinstance(expected, type):
+        ok, wanted = found_class is not None and issubclass(found_class, expected), kind_name(expected)
+    else:
+        ok, wanted = model_kind(cfg) == expected, expected
+    if not ok:
+        hint = getattr(registered_kind(found_class), "scripts", "the script for that model")
+        raise UserError(f"{ckpt_path} holds a {model_kind(cfg)} model, not a {wanted}: use {hint}")
 
 
 def _unreadable_reason(path: Path, exc: Exception) -> str:
@@ -56,9 +64,10 @@ def check_resumable_checkpoint(path: str | Path, cfg: DictConfig) -> None:
 
 
 def load_run_checkpoint(
-    path: str | Path, expected_kind: str | None = None
+    path: str | Path, expected_kind: str | type | None = None
 ) -> tuple[dict[str, Any], DictConfig]:
-    """Load a checkpoint (``weights_only``) and the run config it carries; check it holds ``expected_kind``.
+    """Load a checkpoint (``weights_only``) and the run config it carries; check it holds ``expected_kind``
+    (a task kind's name, or a LightningModule class the model must be an instance of).
 
     Falls back to the run directory's ``.hydra/config.yaml`` for checkpoints without an embedded config.
     """
@@ -87,10 +96,8 @@ def load_run_checkpoint(
         cfg = OmegaConf.load(saved)
     else:
         cfg = OmegaConf.create(run_config)
-    kind = model_kind(cfg)
-    if expected_kind is not None and kind != expected_kind:
-        hint = SCRIPT_FOR_KIND.get(kind, "the script for that model")
-        raise UserError(f"{ckpt_path} holds a {kind} model, not a {expected_kind}: use {hint}")
+    if expected_kind is not None:
+        _check_kind(ckpt_path, cfg, expected_kind)
     return checkpoint, cfg
 
 

@@ -6,20 +6,20 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
 from imagelab.core.atomic import atomic_write, atomic_write_json
-from imagelab.core.errors import UserError
 from imagelab.deploy.source import METADATA_KEY
+
+if TYPE_CHECKING:  # the models behind the kinds stay unimported where exported files are read
+    from imagelab.kinds import TaskKind
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
-"""Export formats and the file ending each gets."""
 ONNX_OPSET = 17
 
 
@@ -28,16 +28,21 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(f"{path}.json")
 
 
-def dynamic_axes(kind: str) -> dict[str, dict[int, str]]:
-    """Dynamic ONNX axes: the batch always, height and width too for fully convolutional denoisers."""
-    axes = {0: "batch", 2: "height", 3: "width"} if kind == "denoiser" else {0: "batch"}
-    return {"input": axes, "output": dict(axes) if kind == "denoiser" else {0: "batch"}}
+def dynamic_axes(kind: TaskKind) -> dict[str, dict[int, str]]:
+    """Dynamic ONNX axes of the input and output, as the task kind says (the batch; H/W for denoisers)."""
+    inputs, outputs = kind.export_axes()
+    return {"input": inputs, "output": outputs}
 
 
 def export_onnx(
-    network: nn.Module, example: Tensor, path: Path, kind: str, metadata: dict[str, Any], dynamo: bool = False
+    network: nn.Module,
+    example: Tensor,
+    path: Path,
+    kind: TaskKind,
+    metadata: dict[str, Any],
+    dynamo: bool = False,
 ) -> Path:
-    """Export ``network`` to ONNX (opset 17) with a dynamic batch (and H/W for denoisers), metadata inside.
+    """Export ``network`` to ONNX (opset 17) with the kind's dynamic axes (batch, H/W for denoisers), metadata inside.
 
     ``dynamo=False`` uses PyTorch's TorchScript-based exporter (about 0.5 s for these nets, deprecated but
     still shipped in torch 2.x); ``dynamo=True`` uses the newer ``torch.export``-based one (several seconds).
@@ -48,7 +53,7 @@ def export_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if dynamo:
-                dims = {0: Dim("batch")} | ({2: Dim("height"), 3: Dim("width")} if kind == "denoiser" else {})
+                dims = {axis: Dim(name) for axis, name in kind.export_axes()[0].items()}
                 torch.onnx.export(
                     network, (example,), tmp, input_names=["input"], output_names=["output"], dynamo=True,
                     dynamic_shapes=({**dims},), external_data=False, opset_version=max(ONNX_OPSET, 18),
@@ -98,16 +103,3 @@ def export_safetensors(network: nn.Module, path: Path, metadata: dict[str, Any])
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: json.dumps(metadata)}))
     atomic_write_json(sidecar_path(path), metadata)
     return path
-
-
-def export_file(
-    fmt: str, network: nn.Module, example: Tensor, path: Path, kind: str, metadata: dict, dynamo: bool = False
-) -> Path:
-    """Export in format ``fmt`` (onnx, torchscript or safetensors) to ``path``."""
-    if fmt == "onnx":
-        return export_onnx(network, example, path, kind, metadata, dynamo=dynamo)
-    if fmt == "torchscript":
-        return export_torchscript(network, example, path, metadata)
-    if fmt == "safetensors":
-        return export_safetensors(network, path, metadata)
-    raise UserError(f"format={fmt!r} is not supported: use format={'|'.join(FORMATS)}")

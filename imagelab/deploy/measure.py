@@ -1,19 +1,18 @@
 """Measurements of a model variant: CPU latency (median of repeats), parameters of an ONNX file, output
-difference to a reference (parity) and the task metric on the test split (PSNR/SSIM or accuracy)."""
+difference to a reference (parity). The task metric on the test split is the task kind's
+(``TaskKind.test_metrics``: PSNR/SSIM, accuracy, ...)."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 Runner = Callable[[Tensor], Tensor]
 """A model variant as a function: float (B, C, H, W) batch -> output tensor on the CPU."""
@@ -49,26 +48,6 @@ def onnx_parameters(path: str | Path) -> dict[str, int]:
         total += int(array.size)
         nonzero += int(np.count_nonzero(array))
     return {"params": total, "nonzero_params": nonzero}
-
-
-def test_metrics(kind: str, run: Runner, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
-    """Denoisers: PSNR (dB, per image then averaged) and SSIM on (noisy, clean) pairs, as the training
-    module's ``test/psnr``/``test/ssim``; classifiers: top-1 accuracy on (images, labels)."""
-    with torch.inference_mode():
-        if kind == "denoiser":
-            psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
-            ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-            for noisy, clean in batches:
-                out = run(noisy).float().clamp(0.0, 1.0)
-                psnr.update(out, clean.float())
-                ssim.update(out, clean.float())
-            return {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
-        acc: Any = None
-        for images, labels in batches:
-            logits = run(images).float()
-            acc = acc or MulticlassAccuracy(logits.shape[-1], average="micro")
-            acc.update(logits, labels)
-        return {"accuracy": float(acc.compute())}
 
 
 def torch_runner(network: torch.nn.Module) -> Runner:

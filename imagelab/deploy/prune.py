@@ -2,9 +2,10 @@
 fraction ``amount`` in every layer), so the network really gets narrower and faster; the result is a new
 checkpoint of the narrower architecture that ``train.py model.checkpoint_path=...`` fine-tunes.
 
-Supported: DnCNN denoisers (every hidden layer keeps ``width`` channels) and ``small_cnn`` classifiers (one
-width per stage), i.e. nets whose pruned widths the model config can describe; the final conv (denoiser) and
-the classification head keep their outputs. Other architectures get a clear error.
+What is supported is the task kind's to say (``TaskKind.prune_plan``): DnCNN denoisers (every hidden layer
+keeps ``width`` channels) and ``small_cnn`` classifiers (one width per stage), i.e. nets whose pruned widths
+the model config can describe; the final conv (denoiser) and the classification head keep their outputs.
+Other architectures get a clear error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from imagelab.config.instantiation import instantiate_node
@@ -23,28 +24,6 @@ from imagelab.config.run_checkpoint import build_module_from_checkpoint
 from imagelab.core.constants import HYDRA_DIR, RUN_CONFIG_KEY
 from imagelab.core.errors import UserError, first_line
 from imagelab.deploy.source import DeploySource
-from lightning_modules.backbones import head_module_name
-from lightning_modules.finetuning import finetune_config
-
-
-def _convs(net: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-
-
-def _architecture(kind: str, run_cfg: DictConfig, net: nn.Module) -> tuple[str, Any, Any]:
-    """(config key, value before, value after pruning) of the architecture setting the pruning changed."""
-    model = run_cfg.model
-    if kind == "denoiser" and model.net.get("_target_") == "lightning_modules.networks.dncnn.DnCNN":
-        return "model.net.width", int(model.net.width), _convs(net)[0].out_channels
-    if kind == "classifier" and model.get("backbone") == "small_cnn":
-        before = list(model.get("timm_kwargs", {}).get("widths", [32, 64, 128]))
-        after = [stage[0][0].out_channels for stage in net.stages]
-        return "model.timm_kwargs.widths", before, after
-    name = model.net.get("_target_") if kind == "denoiser" else model.get("backbone")
-    raise UserError(
-        f"structured pruning supports DnCNN denoisers and small_cnn classifiers, not {name!r}: its pruned "
-        "widths cannot be written into its model config"
-    )
 
 
 def prune_network(net: nn.Module, example: Tensor, amount: float, keep: list[nn.Module]) -> None:
@@ -67,21 +46,15 @@ def prune_checkpoint(source: DeploySource, amount: float, example: Tensor) -> tu
     if not 0.0 < float(amount) < 1.0:
         raise UserError(f"amount must be a fraction in (0, 1), got {amount}")
     module = build_module_from_checkpoint(source.checkpoint, source.run_cfg)
-    if source.kind == "denoiser":
-        net, keep = module.net, [_convs(module.net)[-1]]
-    else:
-        net = module.inference_network()
-        keep = [net.get_submodule(head_module_name(net))]
-    net.eval()
-    key, before, _ = _architecture(source.kind, source.run_cfg, net)  # fails early for unsupported nets
+    plan = source.kind.prune_plan(module, source.run_cfg)  # fails early for unsupported nets
+    net = plan.net.eval()
     with torch.enable_grad():  # torch-pruning traces the dependency graph with autograd
-        prune_network(net, example[:1].clone(), amount, keep)
-    key, before, after = _architecture(source.kind, source.run_cfg, net)
+        prune_network(net, example[:1].clone(), amount, plan.keep)
+    key, before, after = plan.setting(net)
     run_cfg = copy.deepcopy(source.run_cfg)
     OmegaConf.update(run_cfg, key, after, force_add=True)
-    if source.kind == "classifier":
-        # LoRA is merged: the pruned network trains in full (the node replaced, not merged with LoRA's options)
-        OmegaConf.update(run_cfg, "model.finetune", finetune_config(None), merge=False, force_add=True)
+    for node, value in plan.config_updates.items():  # e.g. LoRA merged: the pruned classifier trains in full
+        OmegaConf.update(run_cfg, node, value, merge=False, force_add=True)
     pruned = instantiate_node(run_cfg.model, "model")
     target = pruned.net
     try:

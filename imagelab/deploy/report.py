@@ -7,20 +7,23 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from imagelab.core.atomic import atomic_write_json, atomic_write_text
-from imagelab.deploy.measure import Runner, latency_ms, max_abs_diff, test_metrics
+from imagelab.deploy.measure import Runner, latency_ms, max_abs_diff
+
+if TYPE_CHECKING:  # the models behind the kinds stay unimported where exported files are read
+    from imagelab.kinds import TaskKind
 
 
 @dataclass
 class Bench:
     """What every variant is measured on: the latency batches, the test split and the fp32 reference."""
 
-    kind: str
+    kind: TaskKind
     inputs: Tensor  # real test images, (N, C, H, W): batch N latency and the difference to the reference
     repeats: int
     test_batches: list[tuple[Tensor, Tensor]] | None  # None = no task metric (report.metric=false)
@@ -43,7 +46,7 @@ class Bench:
         row["max_abs_diff_vs_reference"] = max_abs_diff(self.reference, run, self.inputs)
         if self.test_batches is not None:
             row.update(
-                {f"test_{k}": round(v, 5) for k, v in test_metrics(self.kind, run, self.test_batches).items()}
+                {f"test_{k}": round(v, 5) for k, v in self.kind.test_metrics(run, self.test_batches).items()}
             )
         row.update(notes)
         self.rows.append(row)

@@ -16,14 +16,16 @@ from imagelab.deploy.export import export_onnx, export_safetensors
 from imagelab.deploy.exported_model import ExportedModel
 from imagelab.deploy.measure import exported_runner, onnx_parameters, torch_runner
 from imagelab.deploy.prune import finetune_overrides, prune_checkpoint
+from imagelab.deploy.quantize import QUANTIZERS, quantize_onnx
 from imagelab.deploy.report import Bench, markdown_table, write_report
 from imagelab.deploy.source import DeploySource, count_parameters, network_of, open_source
 from imagelab.tasks.deployment_common import bench_info, positive_int, prepare
 from imagelab.tasks.deployment_data import calibration_inputs
+from imagelab.tracking.console import show
 
 log = logging.getLogger(__name__)
 
-METHODS = ("int8_dynamic", "int8_static", "prune")
+METHODS = (*QUANTIZERS, "prune")
 
 
 def chosen_methods(value: Any) -> list[str]:
@@ -39,9 +41,6 @@ def chosen_methods(value: Any) -> list[str]:
 def quantized_variants(cfg: DictConfig, source: DeploySource, datamodule: Any, bench: Bench, out_dir: Path,
                        methods: list[str]) -> None:  # fmt: skip
     """Export fp32 ONNX (parity-checked) and measure it and each int8 variant."""
-    # lazy: onnx and onnxruntime (deploy extra) are needed by the int8 methods only
-    from imagelab.deploy.quantize import quantize_onnx
-
     onnx_path = export_onnx(
         source.network, bench.inputs[:1], out_dir / "model.onnx", source.kind, source.metadata
     )
@@ -51,9 +50,9 @@ def quantized_variants(cfg: DictConfig, source: DeploySource, datamodule: Any, b
     if row["max_abs_diff_vs_reference"] > float(cfg.parity_tolerance):
         raise UserError(f"the ONNX export differs from PyTorch by {row['max_abs_diff_vs_reference']:.3g} "
                         f"> parity_tolerance={cfg.parity_tolerance}")  # fmt: skip
-    for method in (m for m in methods if m.startswith("int8")):
+    for method in (m for m in methods if m in QUANTIZERS):
         calibration = None
-        if method == "int8_static":
+        if QUANTIZERS[method].calibrated:
             calibration = calibration_inputs(datamodule, positive_int(cfg, "calibration_images"))
         path = quantize_onnx(
             onnx_path, out_dir / f"model.{method}.onnx", method, source.metadata, calibration
@@ -80,8 +79,10 @@ def pruned_variants(cfg: DictConfig, source: DeploySource, bench: Bench, out_dir
                   count_parameters(network), pruning=changed)  # fmt: skip
     if cfg.get("finetuned_ckpt_path"):
         tuned = open_source(str(cfg.finetuned_ckpt_path))
-        if tuned.kind != source.kind:
-            raise UserError(f"finetuned_ckpt_path holds a {tuned.kind}, the checkpoint a {source.kind}")
+        if tuned.kind.name != source.kind.name:
+            raise UserError(
+                f"finetuned_ckpt_path holds a {tuned.kind.name}, the checkpoint a {source.kind.name}"
+            )
         tuned_weights = export_safetensors(
             tuned.network, out_dir / "pruned_finetuned.safetensors", tuned.metadata
         )
@@ -99,17 +100,20 @@ def compress(cfg: DictConfig) -> dict[str, Any]:
     weights = export_safetensors(source.network, out_dir / "model.safetensors", source.metadata)
     bench.measure("fp32", "pytorch", torch_runner(source.network), weights, count_parameters(source.network))
     extra: dict[str, Any] = {"methods": ", ".join(methods)}
-    if any(m.startswith("int8") for m in methods):
+    if any(m in QUANTIZERS for m in methods):
         quantized_variants(cfg, source, datamodule, bench, out_dir, methods)
     if "prune" in methods:
         extra |= pruned_variants(cfg, source, bench, out_dir)
     report = write_report(
-        out_dir, f"Compression of {source.kind}: trade-offs", bench.rows, bench_info(source, bench, **extra)
+        out_dir,
+        f"Compression of {source.kind.name}: trade-offs",
+        bench.rows,
+        bench_info(source, bench, **extra),
     )
-    print(markdown_table(bench.rows))
+    show(markdown_table(bench.rows))
     if "fine-tune with" in extra:
-        print(
+        show(
             f"pruned checkpoint: {extra['pruned_checkpoint']}\nfine-tune it with:\n  {extra['fine-tune with']}"
         )
-    print(f"report: {report} (and report.json)")
+    show(f"report: {report} (and report.json)")
     return {"metrics": {"variants": len(bench.rows)}, "rows": bench.rows}

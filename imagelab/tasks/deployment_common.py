@@ -42,7 +42,7 @@ def bench_info(source: DeploySource, bench: Bench, **extra: Any) -> dict[str, An
     """The run facts printed under the report's table."""
     return {
         "checkpoint": str(source.path),
-        "model": source.kind,
+        "model": source.kind.name,
         "latency inputs": f"real test images of shape {tuple(bench.inputs.shape[1:])}, batch 1 and {len(bench.inputs)}",
         "repeats": bench.repeats,
         "test metric": "on the whole test split"

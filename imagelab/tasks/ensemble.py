@@ -1,8 +1,9 @@
 """Several checkpoints as one model: ``ckpt_path=[a.ckpt,b.ckpt,...]`` for eval.py, predict.py, denoise.py.
 
-Members must be the same kind of model; classifiers the same classes (in the same order) and the same
-preprocessing (the data is built from the first member's run config), denoisers the same number of channels.
-The ensemble averages class probabilities or denoised images (``lightning_modules.tta.AverageNet``).
+Members must be the same kind of model and share what their task kind says (``TaskKind.ensemble_signature``):
+classifiers the same classes (in the same order) and the same preprocessing (the data is built from the first
+member's run config), denoisers the same number of channels. The ensemble averages outputs as the kind says
+(class probabilities, denoised images: ``lightning_modules.tta.AverageNet``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint, model_kind
+from imagelab.config.run_checkpoint import build_module_from_checkpoint, load_run_checkpoint
 from imagelab.core.errors import UserError
-from lightning_modules.tta import average_into, wrap_tta
+from imagelab.kinds import TaskKind, kind_of, require_outputs
+from lightning_modules.tta import average_into, transforms_of, wrap_tta
 
 
 @dataclass
@@ -43,52 +45,41 @@ def checkpoint_paths(value: Any) -> list[str]:
     return paths
 
 
-def _signature(member: Member, kind: str) -> tuple[Any, ...]:
-    """What must agree between members for them to share data and be averaged."""
-    module = member.module
-    if kind == "classifier":
-        pre = dict(module.preprocess or {})
-        return (
-            tuple(module.class_names or []),
-            tuple(pre.get("image_size") or ()),
-            pre.get("channels"),
-            tuple(pre.get("mean") or ()),
-            tuple(pre.get("std") or ()),
-        )
-    return (getattr(module, "channels", None),)
-
-
-def load_members(value: Any, expected_kind: str | None = None) -> tuple[list[Member], str]:
+def load_members(value: Any, expected_kind: TaskKind | None = None) -> tuple[list[Member], TaskKind]:
     """Load every checkpoint of ``ckpt_path`` with its module; check they can form an ensemble.
 
-    Returns the members and their kind (``classifier`` / ``denoiser``). Raises UserError when the kinds,
-    classes, preprocessing or channels differ, naming the first member that does not match.
+    Returns the members and their task kind. Raises UserError when a member is not of ``expected_kind``, or
+    when the kinds, classes, preprocessing or channels differ, naming the first member that does not match.
     """
     members = []
     for path in checkpoint_paths(value):
-        checkpoint, run_cfg = load_run_checkpoint(path, expected_kind=expected_kind)
+        expected = expected_kind.name if expected_kind is not None else None
+        checkpoint, run_cfg = load_run_checkpoint(path, expected_kind=expected)
         members.append(Member(path, checkpoint, run_cfg, build_module_from_checkpoint(checkpoint, run_cfg)))
-    kind = model_kind(members[0].run_cfg)
+    kind = kind_of(members[0].run_cfg)
     for member in members[1:]:
-        other = model_kind(member.run_cfg)
-        if other != kind:
+        other = kind_of(member.run_cfg)
+        if other.name != kind.name:
             raise UserError(
-                f"ensemble members differ: {members[0].path} is a {kind}, {member.path} a {other}"
+                f"ensemble members differ: {members[0].path} is a {kind.name}, {member.path} a {other.name}"
             )
-    if len(members) > 1 and kind not in ("classifier", "denoiser"):
-        raise UserError(f"ensembles need classifier or denoiser checkpoints, not {kind}")
-    first = _signature(members[0], kind)
-    what = "classes and preprocessing" if kind == "classifier" else "number of channels"
+    if len(members) > 1:
+        require_outputs(kind, "ensembles")
+    first = kind.ensemble_signature(members[0].module)
     for member in members[1:]:
-        if _signature(member, kind) != first:
+        if kind.ensemble_signature(member.module) != first:
             raise UserError(
-                f"ensemble members differ in their {what}: {member.path} does not match {members[0].path} "
-                f"({_signature(member, kind)} vs {first}); an ensemble needs models of the same task"
+                f"ensemble members differ in their {kind.ensemble_shares}: {member.path} does not match "
+                f"{members[0].path} ({kind.ensemble_signature(member.module)} vs {first}); an ensemble needs "
+                "models of the same task"
             )
     return members, kind
 
 
-def combine(members: list[Member], kind: str, tta: str = "none") -> Any:
+def combine(members: list[Member], kind: TaskKind, tta: str = "none") -> Any:
     """The first member's module with its network replaced by the members' average under TTA ``tta``."""
-    module = average_into([m.module for m in members], kind)
-    return wrap_tta(module, tta, kind).eval()
+    modules = [m.module for m in members]
+    if len(modules) == 1 and transforms_of(tta) == [0]:
+        return modules[0].eval()
+    outputs = require_outputs(kind, "ensembles and tta=..." if len(modules) > 1 else "tta=...")
+    return wrap_tta(average_into(modules, outputs), tta, outputs).eval()

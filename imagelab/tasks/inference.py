@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from datamodules.image_io import IMAGE_EXTENSIONS, from_float, list_images, read_image, to_float, write_image
 from imagelab.core.errors import UserError
+from imagelab.tracking.console import show
 
 # torch, Lightning and the exported-model runtime are imported inside the functions that use them:
 # scripts/denoise.py imports this module before run_task checks the config (a mistyped value costs a second,
@@ -143,11 +144,12 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
         from imagelab.deploy.exported_model import ExportedModel  # lazy: imports torch
 
         return ExportedModel(str(cfg.model_path), device=str(device)).expect("denoiser")
-    from imagelab.tasks.ensemble import combine, load_members  # lazy: imports torch
-    from lightning_modules.tta import transforms_of  # lazy: imports torch
+    from imagelab.kinds import DENOISING  # lazy: imports torch
+    from imagelab.tasks.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
-    members, kind = load_members(cfg.ckpt_path, expected_kind="denoiser")
+    members, kind = load_members(cfg.ckpt_path, expected_kind=DENOISING)
     return combine(members, kind, tta).to(device)  # several checkpoints: their average; tta: self-ensemble
 
 
@@ -164,5 +166,5 @@ def denoise_files(cfg: DictConfig) -> dict[str, Any]:
         result = denoise_array(module, image, int(cfg.tile), int(cfg.overlap), device)
         write_image(dst, result)
         log.info("%s -> %s", src, dst)
-    print(f"denoised {len(pairs)} image(s) into {cfg.output}")
+    show(f"denoised {len(pairs)} image(s) into {cfg.output}")
     return {"metrics": {"images": len(pairs)}, "outputs": [str(d) for _, d in pairs]}

@@ -14,6 +14,7 @@ from datamodules.image_io import IMAGE_EXTENSIONS, list_images, read_image
 from imagelab.core.atomic import atomic_write_text
 from imagelab.core.errors import UserError
 from imagelab.tasks.inference import check_model_choice, pick_device
+from imagelab.tracking.console import show
 from imagelab.tracking.loggers import instantiate_loggers
 
 # torch and Lightning are imported inside the functions that use them: scripts/predict.py imports this module
@@ -68,11 +69,12 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
 
         model = ExportedModel(str(cfg.model_path), device=str(device)).expect("classifier")
         return model, dict(model.preprocess or {}), list(model.class_names or [])
-    from imagelab.tasks.ensemble import combine, load_members  # lazy: imports torch
-    from lightning_modules.tta import transforms_of  # lazy: imports torch
+    from imagelab.kinds import CLASSIFICATION  # lazy: imports torch
+    from imagelab.tasks.ensemble import combine, load_members
+    from lightning_modules.tta import transforms_of
 
     transforms_of(tta)  # a bad mode fails before anything is loaded
-    members, _ = load_members(cfg.ckpt_path, expected_kind="classifier")
+    members, kind = load_members(cfg.ckpt_path, expected_kind=CLASSIFICATION)
     checkpoint, module = members[0].checkpoint, members[0].module
     preprocess = module.preprocess or checkpoint.get("hyper_parameters", {}).get("preprocess")
     if not preprocess:
@@ -84,11 +86,11 @@ def load_classifier(cfg: DictConfig, device: Any) -> tuple[Any, dict[str, Any], 
         if len(members) > 1:
             raise UserError("save_adapter works with one checkpoint, not an ensemble")
         folder = module.save_adapter(str(cfg.save_adapter))
-        print(f"LoRA adapters and head saved to {folder}")
+        show(f"LoRA adapters and head saved to {folder}")
     if cfg.get("merge_lora", True):
         for member in members:
             member.module.merge_adapters()
-    model = combine(members, "classifier", tta)  # several checkpoints: average of their probabilities
+    model = combine(members, kind, tta)  # several checkpoints: average of their probabilities
     return model.to(device).eval(), preprocess, names
 
 
@@ -148,7 +150,7 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         tops = classify_arrays(model, preprocess, names, images, k, device, transform)
         for file, top in zip(chunk, tops, strict=True):
             rows.append((file.relative_to(base).as_posix(), top))
-            print(f"{rows[-1][0]}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+            show(f"{rows[-1][0]}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
     if cfg.get("output"):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -156,7 +158,7 @@ def predict_files(cfg: DictConfig) -> dict[str, Any]:
         for file, top in rows:
             writer.writerow([file, *[x for name, p in top for x in (name, f"{p:.6f}")]])
         atomic_write_text(Path(str(cfg.output)).expanduser(), buffer.getvalue())
-        print(f"predictions written to {cfg.output}")
+        show(f"predictions written to {cfg.output}")
     if thumbnails is not None:
         log_prediction_table(loggers, rows, thumbnails)
     return {"metrics": {"images": len(rows)}, "predictions": rows, "loggers": loggers}

@@ -32,12 +32,13 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from datamodules.image_io import read_image, write_image
-from imagelab.config.run_checkpoint import load_run_checkpoint, model_kind
+from datamodules.image_io import read_image
+from imagelab.config.run_checkpoint import load_run_checkpoint
 from imagelab.core.errors import RunInterrupted, UserError
 from imagelab.deploy.exported_model import ExportedModel
-from imagelab.tasks.inference import check_model_choice, denoise_arrays, load_denoiser
-from imagelab.tasks.prediction import classify_arrays, eval_transform, load_classifier
+from imagelab.tasks.inference import check_model_choice
+from imagelab.tasks.serve_codecs import CODECS
+from imagelab.tracking.console import show
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class UploadGuard:
 
 
 class ImageAPI(ls.LitAPI):
-    """The model behind ``/predict``: a denoiser or classifier from a checkpoint or an exported file."""
+    """The model behind ``/predict`` from a checkpoint or an exported file, through its kind's serving codec
+    (``imagelab.tasks.serve_codecs``: a denoiser answers images, a classifier its top-k)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(max_batch_size=int(cfg["max_batch_size"]), batch_timeout=float(cfg["batch_timeout"]))
@@ -172,16 +174,9 @@ class ImageAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the model once in the worker process."""
-        cfg = OmegaConf.create(self.cfg)
         self.device = torch.device(device)
-        self.kind = self.cfg["kind"]
-        if self.kind == "denoiser":
-            self.model = load_denoiser(cfg, self.device).eval()
-            self.channels = int(self.model.channels)
-        else:
-            self.model, self.preprocess, self.names = load_classifier(cfg, self.device)
-            self.channels = int(self.preprocess.get("channels", 3))
-            self.transform = eval_transform(self.preprocess)
+        self.codec = CODECS[self.cfg["kind"]](OmegaConf.create(self.cfg), self.device)
+        self.channels = self.codec.channels
 
     def decode_request(self, request: Request) -> Upload | Rejected:  # a dict, see UploadGuard
         """The uploaded image, or the reason it is refused (never raises: see the module docstring)."""
@@ -217,17 +212,7 @@ class ImageAPI(ls.LitAPI):
         items = x if isinstance(x, list) else [x]
         valid = [i for i, item in enumerate(items) if isinstance(item, Upload)]
         arrays = [items[i].array for i in valid]
-        if not arrays:
-            results: list[Any] = []
-        elif self.kind == "denoiser":
-            results = denoise_arrays(
-                self.model, arrays, int(self.cfg["tile"]), int(self.cfg["overlap"]), self.device
-            )
-        else:
-            k = int(self.cfg["top_k"])
-            results = classify_arrays(
-                self.model, self.preprocess, self.names, arrays, k, self.device, self.transform
-            )
+        results = self.codec.predict(arrays) if arrays else []
         out = list(items)
         for i, result in zip(valid, results, strict=True):
             out[i] = (result, items[i], len(items))
@@ -239,12 +224,7 @@ class ImageAPI(ls.LitAPI):
             return error_response(output.status, output.detail)
         result, upload, batch_size = output
         headers = {"X-Batch-Size": str(batch_size)}
-        if self.kind == "classifier":
-            top = [{"class": name, "prob": prob} for name, prob in result]
-            return JSONResponse({"top_k": top}, headers=headers)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_image(Path(tmp) / f"denoised{upload.suffix}", result)
-            return Response(content=path.read_bytes(), media_type=upload.media_type, headers=headers)
+        return self.codec.respond(result, upload.suffix, upload.media_type, headers)
 
 
 def server_config(cfg: DictConfig) -> dict[str, Any]:
@@ -259,8 +239,10 @@ def server_config(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("model_path"):
         kind = ExportedModel(str(cfg.model_path)).kind
     else:
-        kind = model_kind(load_run_checkpoint(str(cfg.ckpt_path))[1])
-    if kind not in ("denoiser", "classifier"):
+        from imagelab.kinds import kind_of  # lazy: imports the models (Lightning); exported files need none
+
+        kind = kind_of(load_run_checkpoint(str(cfg.ckpt_path))[1]).name
+    if kind not in CODECS:
         raise UserError(f"{cfg.ckpt_path} holds a {kind} model: only denoisers and classifiers can be served")
     plain = OmegaConf.to_container(cfg, resolve=True)
     keys = ("ckpt_path", "model_path", "max_batch_size", "batch_timeout", "max_pixels", "strict_channels", "top_k",
@@ -326,12 +308,8 @@ def serve(cfg: DictConfig) -> dict[str, Any]:
     server.uvicorn_graceful_timeout = float(cfg.shutdown_timeout)  # in-flight requests may finish this long
     stopper = StopOnSignal(server)
     stopper.install()
-    print(
-        f"serving a {settings['kind']} on http://{cfg.host}:{cfg.port}/predict (health: /health)", flush=True
-    )
-    print(
-        json.dumps({k: settings[k] for k in ("max_batch_size", "max_pixels", "strict_channels")}), flush=True
-    )
+    show(f"serving a {settings['kind']} on http://{cfg.host}:{cfg.port}/predict (health: /health)")
+    show(json.dumps({k: settings[k] for k in ("max_batch_size", "max_pixels", "strict_channels")}))
     try:
         server.run(host=str(cfg.host), port=int(cfg.port), generate_client_file=False, num_api_servers=1)
     finally:

@@ -69,6 +69,8 @@ def _resume(cfg: DictConfig, output_dir: Path) -> tuple[ResumePoint | None, str 
     resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
     ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
     if ckpt_path and cfg.get("train", True):
+        import imagelab.kinds  # noqa: F401  (registers the built-in task kinds: the check names them)
+
         check_resumable_checkpoint(ckpt_path, cfg)
     remove_stale_partials(output_dir / "checkpoints")
     return resumed, ckpt_path

@@ -246,3 +246,13 @@ def print_results(
     elif wandb_info and wandb_info.get("url"):
         console.print(f"W&B run: {wandb_info['url']}")
     sys.stdout.flush()
+
+
+def show(text: str) -> None:
+    """Print a task's own output (a table, where its files went) once, on rank zero, as plain text.
+
+    Rich's console, with markup and highlighting off, so that brackets in paths and lists print as they are.
+    """
+    if env_rank() == 0:
+        Console(soft_wrap=True, highlight=False, markup=False).print(text)
+        sys.stdout.flush()
