@@ -7,16 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_script
-
-
-def assert_one_line_error(proc, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in error_lines[0]
+from tests.helpers.runs import assert_one_line_error, read_metrics, run_script
 
 
 def test_unknown_config_key_and_option(tmp_path: Path) -> None:
@@ -45,8 +36,8 @@ def test_missing_data_folder(tmp_path: Path) -> None:
         check=False,
     )
     assert_one_line_error(proc, str(missing))
-    metrics = next((tmp_path / "outputs").rglob("metrics.json")).read_text()
-    assert '"status": "failed"' in metrics
+    record = read_metrics(next((tmp_path / "outputs").rglob("metrics.json")).parent)
+    assert record["status"] == "failed" and str(missing) in record["error"]
 
 
 def test_unreadable_image_in_data_folder(tmp_path: Path) -> None:

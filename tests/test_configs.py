@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from imagelab.config.instantiation import instantiate_callbacks, instantiate_node
 from imagelab.core.errors import UserError
 from imagelab.tracking.loggers import instantiate_loggers
-from tests.conftest import CONF_DIR, REPO_ROOT, compose
+from tests.helpers.compose import compose
+from tests.helpers.paths import CONF_DIR, REPO_ROOT
 
 # Values a user must supply for some options (marked ??? in the YAML).
 REQUIRED = {

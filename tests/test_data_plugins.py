@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from datamodules.clean_sources import load_skimage_photo
 from imagelab.config.instantiation import instantiate_node
-from tests.conftest import compose
+from tests.helpers.compose import compose
 from tests.helpers.in_process import train_in_process
 
 NOISE_YAML = """\

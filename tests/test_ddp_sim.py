@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import FAST_DENOISE, run_script, single_run_dir
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 
 def test_ddp_sim_writes_one_run_dir_and_one_wandb_run(tmp_path: Path) -> None:
     run_script("train.py", *FAST_DENOISE, "trainer=ddp_sim", "trainer.max_epochs=1", cwd=tmp_path)
     run_dir = single_run_dir(tmp_path)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
     assert metrics["metrics"]["test/psnr"] > 0
     runs = find_offline_runs(tmp_path)

@@ -300,7 +300,7 @@ def test_cifar10_source(tmp_path):
 def test_configs_instantiate(tmp_path, name):
     from datamodules.cifar10_reader import write_cifar10_like
     from imagelab.config.instantiation import instantiate_node
-    from tests.conftest import compose
+    from tests.helpers.compose import compose
 
     overrides = [f"data={name}", f"paths.data_dir={tmp_path}"]
     if name == "denoise_folder":

@@ -21,7 +21,9 @@ import torch
 from omegaconf import OmegaConf
 
 from imagelab.core.errors import UserError
-from tests.conftest import FAST_DENOISE, REPO_ROOT, SCRIPTS, compose
+from tests.helpers.compose import compose
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.paths import REPO_ROOT, SCRIPTS
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_DENOISE, run_script, single_run_dir
 from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.runs import run_script, single_run_dir
 
 ON_CPU = os.environ.get("IMAGELAB_GPU_TESTS_ON_CPU") == "1"
 CUDA = torch.cuda.is_available()

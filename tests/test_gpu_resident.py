@@ -139,7 +139,7 @@ def test_epochs_ranks_sigma_range_and_paired(tmp_path: Path) -> None:
 def test_trains_through_the_framework(tmp_path: Path) -> None:
     from imagelab.tasks.runner import finish_wandb
     from imagelab.tasks.training import train
-    from tests.conftest import compose
+    from tests.helpers.compose import compose
 
     overrides = [
         "data=denoise_photos_gpu",

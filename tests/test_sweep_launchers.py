@@ -5,7 +5,6 @@ The joblib launcher (jobs in parallel) is exercised by the grid sweep of tests/t
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sys
@@ -15,7 +14,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST_DENOISE, REPO_ROOT, compose, run_script
+from tests.helpers.compose import compose
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.runs import read_metrics, run_script
 
 TINY = [
     *(o for o in FAST_DENOISE if not o.startswith("logger=")),
@@ -50,7 +52,7 @@ def test_ddp_inside_a_multirun_keeps_one_folder_and_one_configuration_per_job(tm
     launches = [line for line in (proc.stdout + proc.stderr).splitlines() if "starting DDP rank 1:" in line]
     assert len(launches) == 2, "each job starts its own second rank"
     for job, width, launch in zip(jobs, (8, 12), launches, strict=True):
-        metrics = json.loads((job / "metrics.json").read_text())
+        metrics = read_metrics(job)
         # DDP checks that all ranks hold identically shaped parameters: another width on rank 1 fails the job.
         assert metrics["status"] == "completed", metrics["error"]
         assert metrics["metrics"]["test/psnr"] > 0

@@ -5,7 +5,6 @@ Tiny runs are trained once per module, in this process (no interpreter start per
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ import pytest
 import torch
 
 from imagelab.core.errors import UserError
-from tests.conftest import FAST_DENOISE, compose
+from tests.helpers.compose import compose
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.runs import read_metrics
 
 # Two epochs of the small CNN on the digits: ~94 % test accuracy, seconds on a CPU core.
 DIGITS = [
@@ -37,7 +38,7 @@ def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     out = root / name
     cfg = compose("train", [*overrides, f"paths.data_dir={root / 'data'}"], output_dir=out)
     run_task(train, cfg)
-    record = json.loads((out / "metrics.json").read_text())
+    record = read_metrics(out)
     assert record["status"] == "completed", record["error"]
     return record
 
@@ -50,7 +51,7 @@ def evaluate_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
     out = root / name
     cfg = compose("eval", [*overrides, "logger=none", f"paths.data_dir={root / 'data'}"], output_dir=out)
     run_task(evaluate, cfg)
-    return json.loads((out / "metrics.json").read_text())
+    return read_metrics(out)
 
 
 def ckpt_list(*records: dict[str, Any]) -> str:
