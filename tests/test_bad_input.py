@@ -19,12 +19,14 @@ def test_unknown_config_key_and_option(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_bad_value_for_a_constructor(tmp_path: Path) -> None:
     bad_target = "model.net._target_=lightning_modules.networks.resnet9000.ResNet"
     proc = run_script("train.py", bad_target, "logger=none", cwd=tmp_path, check=False)
     assert_one_line_error(proc, "resnet9000")
 
 
+@pytest.mark.slow
 def test_missing_data_folder(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_folder"
     proc = run_script(
@@ -40,6 +42,7 @@ def test_missing_data_folder(tmp_path: Path) -> None:
     assert record["status"] == "failed" and str(missing) in record["error"]
 
 
+@pytest.mark.slow
 def test_unreadable_image_in_data_folder(tmp_path: Path) -> None:
     from skimage import data
 
@@ -89,6 +92,7 @@ def test_checkpoint_of_another_model(foreign_checkpoint: Path, tmp_path: Path) -
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_not_a_checkpoint_and_missing_checkpoint(tmp_path: Path) -> None:
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"this is not a checkpoint")
@@ -100,6 +104,7 @@ def test_not_a_checkpoint_and_missing_checkpoint(tmp_path: Path) -> None:
     assert_one_line_error(proc, "does not exist")
 
 
+@pytest.mark.slow
 def test_cifar10_not_available_offline(tmp_path: Path) -> None:
     proc = run_script(
         "train.py",

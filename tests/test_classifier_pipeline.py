@@ -13,6 +13,10 @@ import pytest
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
+pytestmark = (
+    pytest.mark.slow
+)  # every test reads a classifier trained through scripts/train.py or starts a script
+
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PREDICT_INDICES = [3, 250, 511, 777, 1024, 1300, 1555, 1796]  # images copied again for predict.py
 

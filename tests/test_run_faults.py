@@ -69,6 +69,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, m
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
 
 
+@pytest.mark.slow
 def test_two_real_starts_at_once_write_two_folders(tmp_path: Path) -> None:
     env = {**os.environ}
     cmd = [
@@ -124,6 +125,7 @@ for i in range(10_000):
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_never_leaves_a_truncated_checkpoint(tmp_path: Path) -> None:
     tmpdir = tmp_path / "elsewhere"
     tmpdir.mkdir()
@@ -342,6 +344,7 @@ def test_an_unsafe_checkpoint_is_refused_with_a_whole_sentence(tmp_path: Path) -
 # ------------------------------------------------------------------------------------------ sweeps
 
 
+@pytest.mark.slow
 def test_a_multirun_whose_jobs_all_fail_exits_non_zero_and_says_where(tmp_path: Path) -> None:
     proc = train(tmp_path, "-m", "trainer.max_epochs=abc,xyz")
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -350,6 +353,7 @@ def test_a_multirun_whose_jobs_all_fail_exits_non_zero_and_says_where(tmp_path: 
     assert str(sweep / "0" / "metrics.json") in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_optuna_search_whose_trials_all_fail_ends_with_the_report(tmp_path: Path) -> None:
     proc = train(
         tmp_path, "-m", "hparams_search=denoiser_optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=abc"

@@ -14,17 +14,10 @@ import pytest
 import yaml
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.overrides import sweep_denoise
 from tests.helpers.runs import read_metrics, run_script
 
-TINY = [
-    *FAST_DENOISE,
-    "trainer.max_epochs=1",
-    "data.patches_per_epoch=64",
-    "data.eval_crop=64",
-    "model.net.depth=3",
-    "model.net.width=8",
-]
+TINY = [*sweep_denoise("wandb"), "model.net.width=8"]
 GRID = ["model.optimizer.lr=1e-3,3e-3", "data.noise.sigma=15,25"]
 
 

@@ -11,6 +11,10 @@ from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
 from tests.helpers.overrides import FAST_DENOISE
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
+pytestmark = (
+    pytest.mark.slow
+)  # every test reads a denoiser trained through scripts/train.py or starts a script
+
 # A few hundred optimiser steps of a small DnCNN: enough to beat the noisy input clearly.
 TRAIN = [
     *FAST_DENOISE,
