@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
+from tests.helpers.overrides import QUIET
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 pytestmark = (
@@ -33,8 +34,7 @@ TRAIN = [
     "model.timm_kwargs.widths=[16,32,64]",
     "trainer.max_epochs=4",
     "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *QUIET,
     "logger=wandb",
     "callbacks.per_image_table.max_rows=1000",  # every test image in the W&B table
     "tags=[pytest]",

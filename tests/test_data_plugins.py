@@ -81,9 +81,8 @@ def test_user_noise_and_source_train_and_reload_from_the_checkpoint(tmp_path: Pa
         "data.eval_crop=64",
     ]
     result = train_in_process(tmp_path, *overrides)
-    assert result["trainer"].global_step == 4 and psnr_gain(result["metrics"]) > 0.1, result[
-        "metrics"
-    ]  # 4 steps: ~0.2 dB
+    assert result["trainer"].global_step == 4
+    assert psnr_gain(result["metrics"]) > 0.1, result["metrics"]  # 4 steps from the identity: 0.2-0.3 dB
     ckpt_path = result["trainer"].checkpoint_callback.best_model_path
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # plain hyperparameters only
     data_cfg = OmegaConf.create(ckpt["run_config"]["data"])

@@ -16,6 +16,7 @@ import torch
 from datamodules.denoising import DenoisingDataModule
 from imagelab.core.errors import UserError
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
+from tests.helpers.overrides import QUIET
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 SPLIT = {
@@ -25,8 +26,7 @@ SPLIT = {
 }
 COMMON = [
     "logger=wandb",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *QUIET,
     "trainer.max_epochs=2",
     "data.patches_per_epoch=96",
     "data.eval_crop=64",

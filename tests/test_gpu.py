@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
-from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import FAST_DENOISE, ONE_EPOCH_DENOISE
 from tests.helpers.runs import run_script, single_run_dir
 
 ON_CPU = os.environ.get("IMAGELAB_GPU_TESTS_ON_CPU") == "1"
@@ -27,16 +27,15 @@ pytestmark = [
     pytest.mark.skipif(
         not (CUDA or ON_CPU), reason="needs a CUDA GPU (IMAGELAB_GPU_TESTS_ON_CPU=1: on the CPU)"
     ),
+    pytest.mark.usefixtures("restore_torch_flags"),
 ]
 
+# Three steps of batch 32 of a depth-4 DnCNN on the device.
 TINY = [
-    "logger=csv",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *ONE_EPOCH_DENOISE,
     f"trainer.accelerator={ACCELERATOR}",
     "trainer.devices=1",
     "+trainer.max_steps=3",
-    "trainer.max_epochs=1",
     "data.patches_per_epoch=96",
     "data.batch_size=32",
     "data.eval_crop=64",
@@ -47,6 +46,7 @@ TINY = [
 
 
 def _train(tmp_path: Path, *overrides: str) -> dict:
+    """The three steps on the device, with ``overrides``, in this process."""
     return train_in_process(tmp_path, *TINY, *overrides)
 
 

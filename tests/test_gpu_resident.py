@@ -142,9 +142,8 @@ def test_trains_through_the_framework(tmp_path: Path) -> None:
     from tests.helpers.runs import psnr_gain
 
     result = train_in_process(tmp_path, "data=denoise_photos_gpu", *ONE_EPOCH_DENOISE)
-    assert result["trainer"].global_step == 4 and psnr_gain(result["metrics"]) > 0.1, result[
-        "metrics"
-    ]  # 4 steps: ~0.2 dB
+    assert result["trainer"].global_step == 4
+    assert psnr_gain(result["metrics"]) > 0.1, result["metrics"]  # 4 steps from the identity: 0.2-0.3 dB
 
 
 def _cifar(tmp_path: Path) -> None:

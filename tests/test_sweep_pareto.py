@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.compose import as_multirun, compose
+from tests.helpers.overrides import QUIET
 from tests.helpers.runs import read_metrics, run_script
 
 
@@ -69,8 +70,7 @@ def test_nsga2_sweep_records_both_objectives_and_draws_the_pareto_front(tmp_path
             "+trainer.limit_val_batches=1",
             "test=false",
             "logger=none",
-            "callbacks.rich_progress_bar=null",
-            "callbacks.model_summary=null",
+            *QUIET,
             f"hydra.sweep.dir={sweep}",
             cwd=tmp_path,
         )

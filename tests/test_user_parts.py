@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
-from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import fast_denoise
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
+
+pytestmark = pytest.mark.usefixtures("restore_torch_flags")
 
 # the user's config folder, outside conf/: one YAML for their network
 USER_NET_YAML = """\
@@ -27,11 +29,9 @@ def user_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("user_parts")
     (root / "my_conf" / "model" / "net").mkdir(parents=True)
     (root / "my_conf" / "model" / "net" / "tiny.yaml").write_text(USER_NET_YAML)
-    overrides = [o for o in FAST_DENOISE if not o.startswith(("model.net.", "logger=", "trainer.max_epochs"))]
     return train_in_process(
         root,
-        *overrides,
-        "logger=csv",
+        *(o for o in fast_denoise("csv") if not o.startswith("model.net.")),
         "trainer.max_epochs=1",
         f"hydra.searchpath=[file://{root / 'my_conf'}]",
         "model/net=tiny",
