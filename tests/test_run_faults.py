@@ -30,9 +30,13 @@ STOP_STEP = STEPS_PER_EPOCH + 3  # in the middle of the second epoch
 HELPERS = "tests.helpers.fault_injection"
 
 
-def train(cwd: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run scripts/train.py in ``cwd`` with umask 022 and the repository importable (for the helpers)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+def train(
+    cwd: Path, *overrides: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/train.py in ``cwd`` with umask 022 and the repository importable (for the helpers);
+    ``env`` adds environment variables."""
+    pythonpath = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.run(
         [sys.executable, str(SCRIPTS / "train.py"), *overrides],
         cwd=cwd,
@@ -262,9 +266,18 @@ def test_disk_full_while_logging_is_one_line_and_a_failed_record(tmp_path: Path)
     assert read_metrics(run_dir)["status"] == "failed"
 
 
-def test_mistyped_value_is_one_line_within_seconds_and_leaves_no_wandb_run(tmp_path: Path) -> None:
-    proc = train(tmp_path, "trainer.max_epochs=abc")
+def test_mistyped_value_is_one_line_before_any_heavy_import_and_leaves_no_wandb_run(tmp_path: Path) -> None:
+    # Python lists every module it imports (-X importtime): the check must fail the run before torch loads
+    proc = train(tmp_path, "trainer.max_epochs=abc", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert_one_line_error(proc, "trainer.max_epochs", "integer")
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "imagelab.tasks.runner" in imported  # the listing works
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "wandb"))
+    assert not heavy, f"imported before the error: {heavy[:5]}"
     [run_dir] = run_dirs(tmp_path)
     assert read_metrics(run_dir)["status"] == "failed" and not (run_dir / "wandb").exists()
 
