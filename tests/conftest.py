@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.compose import activate, compose, set_output_dir
-from tests.helpers.in_process import train_in_process
+from tests.helpers.in_process import train_composed, working_dir
 from tests.helpers.overrides import DIGITS, FOUR_STEP_DENOISE, fast_denoise
 
 # Offline everywhere, also in the scripts the tests start as subprocesses (they inherit os.environ).
@@ -43,14 +43,23 @@ def restore_torch_flags() -> Iterator[None]:
     torch.set_float32_matmul_precision(precision)
 
 
-def _one_thread_train(out_dir: Path, *overrides: str) -> dict[str, Any]:
-    """Train in-process inside ``out_dir`` on one intra-op thread (faster for tiny nets on 2 shared cores)."""
+def _copy_into(cfg: Any, out_dir: Path) -> Any:
+    """A deep copy of a composed config whose run folder is ``out_dir``, made Hydra's current config."""
+    cfg = copy.deepcopy(cfg)
+    set_output_dir(cfg, out_dir)
+    return activate(cfg)
+
+
+def _one_thread_train(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    """Train a composed config inside ``out_dir`` on one intra-op thread (faster for tiny nets on 2 shared
+    cores); ``train``'s result plus ``run_dir``."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {**train_in_process(out_dir, *overrides, chdir=True), "run_dir": out_dir}
+        with working_dir(out_dir):
+            return {**train_composed(_copy_into(cfg, out_dir)), "run_dir": out_dir}
     finally:
         torch.set_num_threads(threads)
 
@@ -64,9 +73,7 @@ def cfg_denoise_global(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def cfg_denoise(cfg_denoise_global: Any, tmp_path: Path) -> Any:
     """A copy of ``cfg_denoise_global`` writing into this test's ``tmp_path`` (change it freely)."""
-    cfg = copy.deepcopy(cfg_denoise_global)
-    set_output_dir(cfg, tmp_path)
-    return activate(cfg)
+    return _copy_into(cfg_denoise_global, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -78,20 +85,21 @@ def cfg_classifier_global(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def cfg_classifier(cfg_classifier_global: Any, tmp_path: Path) -> Any:
     """A copy of ``cfg_classifier_global`` writing into this test's ``tmp_path`` (change it freely)."""
-    cfg = copy.deepcopy(cfg_classifier_global)
-    set_output_dir(cfg, tmp_path)
-    return activate(cfg)
+    return _copy_into(cfg_classifier_global, tmp_path)
 
 
 @pytest.fixture(scope="session")
 def tiny_denoise_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The two-epoch denoiser (``fast_denoise``, no logger), trained once per session in this process:
     ``train``'s result (``trainer``, ``metrics``, ``best_checkpoint``) and its ``run_dir``. Read it only."""
-    return _one_thread_train(tmp_path_factory.mktemp("tiny_denoise"), *fast_denoise("none"))
+    out_dir = tmp_path_factory.mktemp("tiny_denoise")
+    return _one_thread_train(compose("train", fast_denoise("none"), output_dir=out_dir), out_dir)
 
 
 @pytest.fixture(scope="session")
-def tiny_classifier_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The two-epoch digits classifier (``DIGITS``), trained once per session in this process: ``train``'s
-    result (``trainer``, ``metrics``, ``best_checkpoint``) and its ``run_dir``. Read it only."""
-    return _one_thread_train(tmp_path_factory.mktemp("tiny_classifier"), *DIGITS)
+def tiny_classifier_run(
+    cfg_classifier_global: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The two-epoch digits classifier (``cfg_classifier_global``), trained once per session in this process:
+    ``train``'s result (``trainer``, ``metrics``, ``best_checkpoint``) and its ``run_dir``. Read it only."""
+    return _one_thread_train(cfg_classifier_global, tmp_path_factory.mktemp("tiny_classifier"))

@@ -7,7 +7,8 @@ or from ``tests.conftest``, which holds only fixtures and the offline set-up).
   (``metrics.json``), ``sweep_jobs``, ``psnr_gain``, ``assert_one_line_error``.
 - ``overrides``: override lists for small runs of each task (``FAST_DENOISE``, ``fast_denoise(logger)``,
   ``sweep_denoise(logger)``, ``ONE_EPOCH_DENOISE``, ``FOUR_STEP_DENOISE``, ``DIGITS``, ``QUIET``).
-- ``in_process``: ``train_in_process`` and ``task_in_process`` (train/eval without an interpreter start),
+- ``in_process``: ``train_in_process``, ``train_composed`` (a composed config, e.g. the ``cfg_denoise``
+  fixture) and ``task_in_process`` (train/eval through the task runner), without an interpreter start;
   ``working_dir``.
 - Parts loaded into real runs by ``_target_``: ``user_net`` (a user's network), ``data_plugins`` (a user's
   noise model and image source), ``fault_injection`` (callbacks that break a run at a known step).
@@ -15,4 +16,7 @@ or from ``tests.conftest``, which holds only fixtures and the offline set-up).
 Fixtures (``tests/conftest.py``): ``workdir``, ``restore_torch_flags``, ``cfg_denoise``/``cfg_classifier``
 (a composed tiny-run config, copied per test from the session's ``*_global`` one), ``tiny_denoise_run`` and
 ``tiny_classifier_run`` (one tiny run of each task, trained once per session).
+
+Mark a test ``@pytest.mark.slow`` when it starts a script or trains for more than a few seconds:
+``python -m pytest -m "not slow"`` (the edit-test loop) skips it, ``python -m pytest`` (CI) runs it.
 """
