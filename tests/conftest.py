@@ -24,6 +24,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 
+# Fixtures that train a model: every test that uses one (directly or through another fixture) is slow.
+TRAINED_RUN_FIXTURES = {"tiny_denoise_run", "tiny_classifier_run"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that need a trained run (``TRAINED_RUN_FIXTURES``)."""
+    for item in items:
+        if TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A temporary launch directory (outputs/ and wandb/ land inside it)."""

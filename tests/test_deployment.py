@@ -27,8 +27,6 @@ from tests.helpers.in_process import train_in_process
 from tests.helpers.overrides import fast_denoise
 from tests.helpers.paths import REPO_ROOT, SCRIPTS
 
-pytestmark = pytest.mark.slow
-
 DENOISER = fast_denoise("none")  # the config of the tiny_denoise_run fixture
 BENCH = ["bench.repeats=2", "bench.batch=4"]
 

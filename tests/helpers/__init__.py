@@ -18,5 +18,6 @@ Fixtures (``tests/conftest.py``): ``workdir``, ``restore_torch_flags``, ``cfg_de
 ``tiny_classifier_run`` (one tiny run of each task, trained once per session).
 
 Mark a test ``@pytest.mark.slow`` when it starts a script or trains for more than a few seconds:
-``python -m pytest -m "not slow"`` (the edit-test loop) skips it, ``python -m pytest`` (CI) runs it.
+``python -m pytest -m "not slow"`` (the edit-test loop) skips it, ``python -m pytest`` (CI) runs it. Tests
+that use ``tiny_denoise_run`` or ``tiny_classifier_run`` (directly or through a fixture) are marked for you.
 """
