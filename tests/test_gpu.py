@@ -15,7 +15,7 @@ import torch
 
 from tests.helpers.in_process import train_in_process
 from tests.helpers.overrides import FAST_DENOISE, ONE_EPOCH_DENOISE
-from tests.helpers.runs import run_script, single_run_dir
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 ON_CPU = os.environ.get("IMAGELAB_GPU_TESTS_ON_CPU") == "1"
 CUDA = torch.cuda.is_available()
@@ -110,4 +110,5 @@ def test_ddp_one_process(tmp_path: Path) -> None:
     )
     assert f"distributed_backend={backend}" in proc.stdout + proc.stderr
     run_dir = single_run_dir(tmp_path)
-    assert (run_dir / "metrics.json").is_file() and len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
