@@ -1,14 +1,19 @@
-"""Shared test set-up: everything offline, runs in temporary folders, helpers to compose and run scripts."""
+"""Shared test set-up: everything offline, and the fixtures (temporary launch folders, composed configs, one
+tiny trained run of each task). Helper functions live in ``tests/helpers`` (see its ``__init__``)."""
 
 from __future__ import annotations
 
+import copy
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.helpers.compose import activate, compose, set_output_dir
+from tests.helpers.in_process import train_composed, working_dir
+from tests.helpers.overrides import DIGITS, FOUR_STEP_DENOISE, fast_denoise
 
 # Offline everywhere, also in the scripts the tests start as subprocesses (they inherit os.environ).
 os.environ["WANDB_MODE"] = "offline"
@@ -18,61 +23,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
-SCRIPTS = REPO_ROOT / "scripts"
 
-# Small, fast settings shared by the tests that run the real scripts on the bundled photos.
-FAST_DENOISE = [
-    "logger=wandb",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=2",
-    "data.patches_per_epoch=256",
-    "data.eval_crop=96",
-    "model.net.depth=5",
-    "model.net.width=16",
-]
+# Fixtures that train a model: every test that uses one (directly or through another fixture) is slow.
+TRAINED_RUN_FIXTURES = {"tiny_denoise_run", "tiny_classifier_run"}
 
 
-def run_script(
-    script: str,
-    *overrides: str,
-    cwd: Path,
-    check: bool = True,
-    timeout: float = 600,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/<script>`` with Hydra overrides in ``cwd`` (outputs go to ``cwd/outputs``); ``env`` adds
-    environment variables."""
-    cmd = [sys.executable, str(SCRIPTS / script), *overrides]
-    full_env = {**os.environ, **env} if env else None
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
-            f"--- stderr\n{proc.stderr[-6000:]}"
-        )
-    return proc
-
-
-def compose(config_name: str = "train", overrides: list[str] | None = None, output_dir: Path | None = None):
-    """Compose a config the way the scripts do, with the hydra node set so ``${hydra:...}`` resolves."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.hydra.runtime.cwd = str(output_dir)
-            cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that need a trained run (``TRAINED_RUN_FIXTURES``)."""
+    for item in items:
+        if TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -82,8 +43,75 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
 
 
-def single_run_dir(root: Path, task: str = "train") -> Path:
-    """The one run directory under ``root/outputs/<task>/runs``; fails if there are none or several."""
-    runs = sorted((root / "outputs" / task / "runs").iterdir())
-    assert len(runs) == 1, f"expected one run directory, found {runs}"
-    return runs[0]
+@pytest.fixture
+def restore_torch_flags() -> Iterator[None]:
+    """Put back the process-wide torch flags the speed switches set (cuDNN benchmark, matmul precision) after
+    the test; modules that train in-process use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    benchmark, precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    yield
+    torch.backends.cudnn.benchmark = benchmark
+    torch.set_float32_matmul_precision(precision)
+
+
+def _copy_into(cfg: Any, out_dir: Path) -> Any:
+    """A deep copy of a composed config whose run folder is ``out_dir``, made Hydra's current config."""
+    cfg = copy.deepcopy(cfg)
+    set_output_dir(cfg, out_dir)
+    return activate(cfg)
+
+
+def _one_thread_train(cfg: Any, out_dir: Path) -> dict[str, Any]:
+    """Train a composed config inside ``out_dir`` on one intra-op thread (faster for tiny nets on 2 shared
+    cores); ``train``'s result plus ``run_dir``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with working_dir(out_dir):
+            return {**train_composed(_copy_into(cfg, out_dir)), "run_dir": out_dir}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cfg_denoise_global(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The train config of a four-step denoiser run (``FOUR_STEP_DENOISE``), composed once per session."""
+    return compose("train", FOUR_STEP_DENOISE, output_dir=tmp_path_factory.mktemp("cfg_denoise"))
+
+
+@pytest.fixture
+def cfg_denoise(cfg_denoise_global: Any, tmp_path: Path) -> Any:
+    """A copy of ``cfg_denoise_global`` writing into this test's ``tmp_path`` (change it freely)."""
+    return _copy_into(cfg_denoise_global, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def cfg_classifier_global(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The train config of the two-epoch digits classifier run (``DIGITS``), composed once per session."""
+    return compose("train", DIGITS, output_dir=tmp_path_factory.mktemp("cfg_classifier"))
+
+
+@pytest.fixture
+def cfg_classifier(cfg_classifier_global: Any, tmp_path: Path) -> Any:
+    """A copy of ``cfg_classifier_global`` writing into this test's ``tmp_path`` (change it freely)."""
+    return _copy_into(cfg_classifier_global, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_denoise_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The two-epoch denoiser (``fast_denoise``, no logger), trained once per session in this process:
+    ``train``'s result (``trainer``, ``metrics``, ``best_checkpoint``) and its ``run_dir``. Read it only."""
+    out_dir = tmp_path_factory.mktemp("tiny_denoise")
+    return _one_thread_train(compose("train", fast_denoise("none"), output_dir=out_dir), out_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(
+    cfg_classifier_global: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The two-epoch digits classifier (``cfg_classifier_global``), trained once per session in this process:
+    ``train``'s result (``trainer``, ``metrics``, ``best_checkpoint``) and its ``run_dir``. Read it only."""
+    return _one_thread_train(cfg_classifier_global, tmp_path_factory.mktemp("tiny_classifier"))

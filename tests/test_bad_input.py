@@ -7,16 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_script
-
-
-def assert_one_line_error(proc, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in error_lines[0]
+from tests.helpers.runs import assert_one_line_error, read_metrics, run_script
 
 
 def test_unknown_config_key_and_option(tmp_path: Path) -> None:
@@ -28,12 +19,14 @@ def test_unknown_config_key_and_option(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_bad_value_for_a_constructor(tmp_path: Path) -> None:
     bad_target = "model.net._target_=lightning_modules.networks.resnet9000.ResNet"
     proc = run_script("train.py", bad_target, "logger=none", cwd=tmp_path, check=False)
     assert_one_line_error(proc, "resnet9000")
 
 
+@pytest.mark.slow
 def test_missing_data_folder(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_folder"
     proc = run_script(
@@ -45,10 +38,11 @@ def test_missing_data_folder(tmp_path: Path) -> None:
         check=False,
     )
     assert_one_line_error(proc, str(missing))
-    metrics = next((tmp_path / "outputs").rglob("metrics.json")).read_text()
-    assert '"status": "failed"' in metrics
+    record = read_metrics(next((tmp_path / "outputs").rglob("metrics.json")).parent)
+    assert record["status"] == "failed" and str(missing) in record["error"]
 
 
+@pytest.mark.slow
 def test_unreadable_image_in_data_folder(tmp_path: Path) -> None:
     from skimage import data
 
@@ -98,6 +92,7 @@ def test_checkpoint_of_another_model(foreign_checkpoint: Path, tmp_path: Path) -
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_not_a_checkpoint_and_missing_checkpoint(tmp_path: Path) -> None:
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"this is not a checkpoint")
@@ -109,6 +104,7 @@ def test_not_a_checkpoint_and_missing_checkpoint(tmp_path: Path) -> None:
     assert_one_line_error(proc, "does not exist")
 
 
+@pytest.mark.slow
 def test_cifar10_not_available_offline(tmp_path: Path) -> None:
     proc = run_script(
         "train.py",

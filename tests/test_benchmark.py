@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from imagelab.core.errors import UserError
-from tests.conftest import SCRIPTS, run_script
+from tests.helpers.paths import SCRIPTS
+from tests.helpers.runs import run_script
 
 
 @pytest.mark.slow

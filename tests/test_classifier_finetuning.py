@@ -390,6 +390,7 @@ def test_param_groups_head_lr_layer_decay_and_no_decay() -> None:
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+@pytest.mark.slow
 def test_cifar10_module_on_a_tiny_official_format_set(cifar_root: Path) -> None:
     data = cifar_data(cifar_root, val_size=8, max_test_images=12)
     module = classifier(

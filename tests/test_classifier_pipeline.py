@@ -5,14 +5,18 @@ checkpoint alone, predict.py prints the right class names."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import run_script, single_run_dir
+from tests.helpers.overrides import QUIET
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
+
+pytestmark = (
+    pytest.mark.slow
+)  # every test reads a classifier trained through scripts/train.py or starts a script
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PREDICT_INDICES = [3, 250, 511, 777, 1024, 1300, 1555, 1796]  # images copied again for predict.py
@@ -30,8 +34,7 @@ TRAIN = [
     "model.timm_kwargs.widths=[16,32,64]",
     "trainer.max_epochs=4",
     "trainer.accelerator=cpu",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *QUIET,
     "logger=wandb",
     "callbacks.per_image_table.max_rows=1000",  # every test image in the W&B table
     "tags=[pytest]",
@@ -52,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("OMP_NUM_THREADS", "1")  # 2 shared cores: one intra-op thread per script is much faster
         proc = run_script("train.py", *TRAIN, f"data.root={folder}", cwd=root)
     run_dir = single_run_dir(root)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     return {"root": root, "run_dir": run_dir, "stdout": proc.stdout, "metrics": metrics, "labels": labels}
 
 
@@ -117,7 +120,7 @@ def test_wandb_run_holds_metrics_and_test_images(trained: dict) -> None:
 def test_eval_reproduces_the_test_accuracy_from_the_checkpoint_alone(trained: dict, tmp_path: Path) -> None:
     ckpt = trained["metrics"]["best_checkpoint"]
     run_script("eval.py", f"ckpt_path={ckpt}", "logger=none", cwd=tmp_path)
-    evaluated = json.loads((single_run_dir(tmp_path, "eval") / "metrics.json").read_text())
+    evaluated = read_metrics(single_run_dir(tmp_path, "eval"))
     train_test = trained["metrics"]["metrics"]
     assert evaluated["objective"]["metric"] == "test/acc"
     for key in ("test/acc", "test/f1_macro", "test/top5", "test/acc_class/three"):

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from imagelab.config.instantiation import instantiate_callbacks, instantiate_node
 from imagelab.core.errors import UserError
 from imagelab.tracking.loggers import instantiate_loggers
-from tests.conftest import CONF_DIR, REPO_ROOT, compose
+from tests.helpers.compose import compose
+from tests.helpers.paths import CONF_DIR, REPO_ROOT
 
 # Values a user must supply for some options (marked ??? in the YAML).
 REQUIRED = {
@@ -42,11 +43,32 @@ def test_every_option_composes(group: str, tmp_path: Path) -> None:
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
+def _class_path(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def assert_built_as_configured(obj: object, node: DictConfig) -> None:
+    """``obj`` is the class the node's ``_target_`` names, and holds the node's plain values (as
+    hyperparameters or attributes of the same name); at least half of them are checked that way."""
+    assert _class_path(obj) == node._target_
+    hparams = getattr(obj, "hparams", {})
+    plain = {k: v for k, v in node.items() if k != "_target_" and not isinstance(v, DictConfig | ListConfig)}
+    held = {
+        k: hparams[k] if k in hparams else getattr(obj, k) for k in plain if k in hparams or hasattr(obj, k)
+    }
+    assert held == {k: plain[k] for k in held}
+    assert len(held) >= len(plain) / 2, f"only {sorted(held)} of {sorted(plain)} are visible on the object"
+
+
 @pytest.mark.parametrize("name", options("data"))
 def test_data_options_instantiate(name: str, tmp_path: Path) -> None:
+    from lightning.pytorch import LightningDataModule
+
     cfg = compose("train", [f"data={name}", *REQUIRED.get(f"data/{name}", [])], output_dir=tmp_path)
     datamodule = instantiate_node(cfg.data, "data")
-    assert hasattr(datamodule, "train_dataloader")
+    assert isinstance(datamodule, LightningDataModule)
+    assert_built_as_configured(datamodule, cfg.data)
+    assert datamodule.batch_size == cfg.data.batch_size
 
 
 @pytest.mark.parametrize("name", options("model"))
@@ -62,8 +84,10 @@ def test_model_options_instantiate(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiments_instantiate(experiment: str, tmp_path: Path) -> None:
     cfg = compose("train", [f"experiment={experiment}"], output_dir=tmp_path)
-    instantiate_node(cfg.model, "model")
-    instantiate_node(cfg.data, "data")
+    model, data = instantiate_node(cfg.model, "model"), instantiate_node(cfg.data, "data")
+    assert_built_as_configured(model, cfg.model)
+    assert_built_as_configured(data, cfg.data)
+    assert data.batch_size == cfg.data.batch_size
 
 
 @pytest.mark.parametrize("trainer", [t for t in options("trainer") if t not in ("gpu", "ddp")])

@@ -12,8 +12,10 @@ from omegaconf import OmegaConf
 
 from datamodules.clean_sources import load_skimage_photo
 from imagelab.config.instantiation import instantiate_node
-from tests.conftest import compose
+from tests.helpers.compose import compose
 from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import ONE_EPOCH_DENOISE
+from tests.helpers.runs import psnr_gain
 
 NOISE_YAML = """\
 _target_: tests.helpers.data_plugins.SpeckleNoise
@@ -74,20 +76,13 @@ def test_user_noise_and_source_train_and_reload_from_the_checkpoint(tmp_path: Pa
     conf, stack = _user_files(tmp_path)
     overrides = [
         *_overrides(conf, stack),
-        "logger=csv",
-        "callbacks.rich_progress_bar=null",
-        "callbacks.model_summary=null",
-        "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
+        *ONE_EPOCH_DENOISE,
         "data.patch_size=32",
-        "data.patches_per_epoch=64",
-        "data.batch_size=16",
         "data.eval_crop=64",
-        "model.net.depth=3",
-        "model.net.width=8",
     ]
     result = train_in_process(tmp_path, *overrides)
-    assert result["trainer"].global_step == 4 and result["metrics"]["test/psnr"] > 0
+    assert result["trainer"].global_step == 4
+    assert psnr_gain(result["metrics"]) > 0.1, result["metrics"]  # 4 steps from the identity: 0.2-0.3 dB
     ckpt_path = result["trainer"].checkpoint_callback.best_model_path
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # plain hyperparameters only
     data_cfg = OmegaConf.create(ckpt["run_config"]["data"])

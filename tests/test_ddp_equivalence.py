@@ -8,7 +8,6 @@ norm: PyTorch's SyncBatchNorm needs GPUs). Validation/test use an odd number of 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,8 @@ import torch
 from datamodules.denoising import DenoisingDataModule
 from imagelab.core.errors import UserError
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import run_script, single_run_dir
+from tests.helpers.overrides import QUIET
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 SPLIT = {
     "train": ["brick", "cell", "clock", "grass", "gravel", "page"],
@@ -26,8 +26,7 @@ SPLIT = {
 }
 COMMON = [
     "logger=wandb",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *QUIET,
     "trainer.max_epochs=2",
     "data.patches_per_epoch=96",
     "data.eval_crop=64",
@@ -112,7 +111,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     results = {}
     for name, root in (("single", single_root), ("ddp", ddp_root)):
         run_dir = single_run_dir(root)  # one run directory, also for two processes
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = read_metrics(run_dir)
         assert metrics["status"] == "completed"
         runs = find_offline_runs(root)
         assert len(runs) == 1, f"{name}: expected one W&B run, found {runs}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagelab.core.errors import UserError
-from tests.conftest import compose
+from tests.helpers.compose import compose
 
 
 def test_gpu_trainer_without_cuda_is_a_one_line_error(

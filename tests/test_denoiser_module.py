@@ -94,6 +94,7 @@ def panel_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     return calls
 
 
+@pytest.mark.slow
 def test_fit_beats_noisy_input_logs_everything_and_checkpoint_round_trips(
     tmp_path: Path, panel_calls: list[dict]
 ) -> None:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,40 +22,33 @@ import torch
 from omegaconf import OmegaConf
 
 from imagelab.core.errors import UserError
-from tests.conftest import FAST_DENOISE, REPO_ROOT, SCRIPTS, compose
+from tests.helpers.compose import compose
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import fast_denoise
+from tests.helpers.paths import REPO_ROOT, SCRIPTS
 
-pytestmark = pytest.mark.slow
-
-QUIET = ["logger=none", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
-DENOISER = [*(o for o in FAST_DENOISE if not o.startswith(("logger=", "callbacks."))), *QUIET]
-CLASSIFIER = ["experiment=digits_small_cnn", "trainer.max_epochs=2", *QUIET]
+DENOISER = fast_denoise("none")  # the config of the tiny_denoise_run fixture
 BENCH = ["bench.repeats=2", "bench.batch=4"]
 
 
-def _train(root: Path, overrides: list[str]) -> dict:
-    from imagelab.tasks.runner import finish_wandb
-    from imagelab.tasks.training import train
-
-    root.mkdir(parents=True, exist_ok=True)
-    cwd = os.getcwd()
-    os.chdir(root)  # data folders (digits PNGs) and outputs stay inside the temporary folder
-    try:
-        torch.set_num_threads(1)
-        result = train(compose("train", overrides, output_dir=root))
-    finally:
-        os.chdir(cwd)
-        finish_wandb()
+def _trained(result: dict) -> dict:
+    """A training result as these tests read it: the best checkpoint and the metrics."""
     return {"ckpt": result["best_checkpoint"], "metrics": result["metrics"]}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One tiny denoiser and one tiny digits classifier, trained once for the whole module; right after, the
-    two servers of the serving tests start in the background (ready by the time those tests run)."""
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, tiny_denoise_run: dict, tiny_classifier_run: dict
+) -> Iterator[dict]:
+    """The session's tiny denoiser and tiny digits classifier; right after, the two servers of the serving
+    tests start in the background (ready by the time those tests run). The module runs on one intra-op
+    thread (faster for these tiny models on 2 shared cores)."""
     from imagelab.tasks.export import export
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("deploy")
-    den, cls = _train(root / "den", DENOISER), _train(root / "cls", CLASSIFIER)
+    den, cls = _trained(tiny_denoise_run), _trained(tiny_classifier_run)
     serve = root / "serve"
     export(compose("export", [f"ckpt_path={cls['ckpt']}", "bench.metric=false"], output_dir=serve))
     started = [
@@ -74,6 +68,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     finally:
         for server in started:
             server.stop()
+        torch.set_num_threads(threads)
 
 
 def _task(name: str, out: Path, *overrides: str) -> dict:
@@ -264,7 +259,7 @@ def test_compress_denoiser_then_finetune_the_pruned_checkpoint(runs: dict, tmp_p
         and f"model.checkpoint_path={tmp_path / 'c' / 'pruned.ckpt'}" in overrides
     )
     base = [o for o in DENOISER if not o.startswith("model.net.width")]  # (in-process runs keep no .hydra/)
-    tuned = _train(tmp_path / "ft", [*base, *overrides, "trainer.max_epochs=1"])
+    tuned = _trained(train_in_process(tmp_path / "ft", *base, *overrides, "trainer.max_epochs=1", chdir=True))
     done = _task("compress", tmp_path / "c2", f"ckpt_path={den['ckpt']}", "method=prune",
                  f"finetuned_ckpt_path={tuned['ckpt']}")  # fmt: skip
     before, after = done["report"]["rows"][1:]

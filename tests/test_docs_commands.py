@@ -32,8 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF_DIR, REPO_ROOT, run_script
 from tests.helpers.config_compose import Composer
+from tests.helpers.paths import CONF_DIR, REPO_ROOT
+from tests.helpers.runs import run_script
 
 DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 HYDRA_FLAGS_RUN = {"--help", "-h", "--hydra-help", "--info", "-i", "-sc", "--shell-completion"}
@@ -286,6 +287,7 @@ def check_command(command: DocCommand, composer: Composer, root: Path) -> int:
     return calls
 
 
+@pytest.mark.slow  # one real tiny run fills the placeholders
 def test_every_documented_command_composes(workdir: Path, tmp_path: Path) -> None:
     """All commands in one test: one Hydra initialisation, one tiny run (the collection is checked above)."""
     composer = Composer(tmp_path)

@@ -18,7 +18,8 @@ import pytest
 import tomllib
 from omegaconf import OmegaConf, open_dict
 
-from tests.conftest import CONF_DIR, REPO_ROOT, compose
+from tests.helpers.compose import compose
+from tests.helpers.paths import CONF_DIR, REPO_ROOT
 
 USER_DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 USER_FILES = [*USER_DOCS, *sorted(CONF_DIR.rglob("*.yaml")), REPO_ROOT / "scripts" / "gpu_check.sh"]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_DENOISE, run_script, single_run_dir
-from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import FAST_DENOISE, ONE_EPOCH_DENOISE
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 ON_CPU = os.environ.get("IMAGELAB_GPU_TESTS_ON_CPU") == "1"
 CUDA = torch.cuda.is_available()
@@ -26,16 +27,15 @@ pytestmark = [
     pytest.mark.skipif(
         not (CUDA or ON_CPU), reason="needs a CUDA GPU (IMAGELAB_GPU_TESTS_ON_CPU=1: on the CPU)"
     ),
+    pytest.mark.usefixtures("restore_torch_flags"),
 ]
 
+# Three steps of batch 32 of a depth-4 DnCNN on the device.
 TINY = [
-    "logger=csv",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *ONE_EPOCH_DENOISE,
     f"trainer.accelerator={ACCELERATOR}",
     "trainer.devices=1",
     "+trainer.max_steps=3",
-    "trainer.max_epochs=1",
     "data.patches_per_epoch=96",
     "data.batch_size=32",
     "data.eval_crop=64",
@@ -46,6 +46,7 @@ TINY = [
 
 
 def _train(tmp_path: Path, *overrides: str) -> dict:
+    """The three steps on the device, with ``overrides``, in this process."""
     return train_in_process(tmp_path, *TINY, *overrides)
 
 
@@ -109,4 +110,5 @@ def test_ddp_one_process(tmp_path: Path) -> None:
     )
     assert f"distributed_backend={backend}" in proc.stdout + proc.stderr
     run_dir = single_run_dir(tmp_path)
-    assert (run_dir / "metrics.json").is_file() and len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from imagelab.config.config_check import missing_keys
-from tests.conftest import CONF_DIR, REPO_ROOT, SCRIPTS
+from tests.helpers.paths import CONF_DIR, REPO_ROOT, SCRIPTS
 
 HEAVY = ("torch", "lightning", "wandb")
 

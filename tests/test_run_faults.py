@@ -7,7 +7,6 @@ Real runs of ``scripts/train.py`` get their fault at a known step from ``tests/h
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -21,8 +20,9 @@ from imagelab.core.atomic import remove_stale_partials
 from imagelab.core.checkpoint_io import AtomicCheckpointIO
 from imagelab.core.run_dirs import claim_unique_dir
 from imagelab.tracking.wandb_offline import read_offline_run
-from tests.conftest import FAST_DENOISE, REPO_ROOT, SCRIPTS
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.paths import REPO_ROOT, SCRIPTS
+from tests.helpers.runs import assert_one_line_error, read_metrics
 
 FAST = [*FAST_DENOISE, "trainer.max_epochs=2"]  # 256 patches / batch 32 = 8 steps per epoch
 STEPS_PER_EPOCH = 8
@@ -30,9 +30,13 @@ STOP_STEP = STEPS_PER_EPOCH + 3  # in the middle of the second epoch
 HELPERS = "tests.helpers.fault_injection"
 
 
-def train(cwd: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run scripts/train.py in ``cwd`` with umask 022 and the repository importable (for the helpers)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+def train(
+    cwd: Path, *overrides: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/train.py in ``cwd`` with umask 022 and the repository importable (for the helpers);
+    ``env`` adds environment variables."""
+    pythonpath = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.run(
         [sys.executable, str(SCRIPTS / "train.py"), *overrides],
         cwd=cwd,
@@ -56,10 +60,6 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted((root / "outputs" / "train" / "runs").iterdir())
 
 
-def record(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 # ------------------------------------------------------------------------------------------ run folders
 
 
@@ -73,6 +73,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, m
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
 
 
+@pytest.mark.slow
 def test_two_real_starts_at_once_write_two_folders(tmp_path: Path) -> None:
     env = {**os.environ}
     cmd = [
@@ -88,8 +89,8 @@ def test_two_real_starts_at_once_write_two_folders(tmp_path: Path) -> None:
         proc.communicate(timeout=120)
     dirs = run_dirs(tmp_path)
     assert len(dirs) == 2
-    assert all(record(d)["status"] == "failed" for d in dirs)
-    assert {record(d)["pid"] for d in dirs} == {p.pid for p in procs}
+    assert all(read_metrics(d)["status"] == "failed" for d in dirs)
+    assert {read_metrics(d)["pid"] for d in dirs} == {p.pid for p in procs}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -128,6 +129,7 @@ for i in range(10_000):
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_never_leaves_a_truncated_checkpoint(tmp_path: Path) -> None:
     tmpdir = tmp_path / "elsewhere"
     tmpdir.mkdir()
@@ -167,13 +169,13 @@ def interrupted_and_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> d
     whole_out = whole.communicate(timeout=600)
     assert whole.returncode == 0, whole_out[1][-3000:]
     [cut_dir] = run_dirs(cut_root)
-    interrupted = record(cut_dir)
+    interrupted = read_metrics(cut_dir)
     interrupted["saved_step"] = torch.load(cut_dir / "checkpoints" / "last.ckpt", weights_only=True)[
         "global_step"
     ]
     resumed = train(cut_root, f"resume={cut_dir}", "callbacks.fault=null")
     return {
-        "whole": record(run_dirs(whole_root)[0]),
+        "whole": read_metrics(run_dirs(whole_root)[0]),
         "cut": cut,
         "cut_dir": cut_dir,
         "interrupted": interrupted,
@@ -209,7 +211,7 @@ def test_resume_continues_in_the_same_folder_and_wandb_run_and_matches_an_uninte
     resumed = data["resumed"]
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert run_dirs(data["cut_root"]) == [data["cut_dir"]]  # no new run folder
-    final = record(data["cut_dir"])
+    final = read_metrics(data["cut_dir"])
     assert final["status"] == "completed"
     assert final["wandb"]["id"] == data["interrupted"]["wandb"]["id"]
     whole = data["whole"]["metrics"]
@@ -224,10 +226,10 @@ def test_run_files_follow_the_umask_and_record_the_code_version(interrupted_and_
     run_dir = interrupted_and_uninterrupted["cut_dir"]
     for path in (run_dir / "metrics.json", run_dir / "checkpoints" / "last.ckpt"):
         assert path.stat().st_mode & 0o777 == 0o644, path
-    code = record(run_dir)["code"]
+    code = read_metrics(run_dir)["code"]
     assert len(code["commit"]) == 40 and isinstance(code["dirty"], bool)
     assert (run_dir / "code.diff").is_file() == code["dirty"]
-    wandb_config = read_offline_run(record(run_dir)["wandb"]["run_dir"])["config"]
+    wandb_config = read_offline_run(read_metrics(run_dir)["wandb"]["run_dir"])["config"]
     assert wandb_config["code"]["commit"] == code["commit"]
 
 
@@ -236,7 +238,7 @@ def test_ctrl_c_stops_once_with_exit_130(tmp_path: Path) -> None:
     proc = train(tmp_path, *FAST, "logger=none", *fault("SignalAtStep", step=3, signum="SIGINT"))
     assert proc.returncode == 130, proc.stderr[-3000:]
     [run_dir] = run_dirs(tmp_path)
-    rec = record(run_dir)
+    rec = read_metrics(run_dir)
     assert rec["status"] == "interrupted" and rec["signal"] == "SIGINT"
     assert "KeyboardInterrupt" not in proc.stderr + proc.stdout
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
@@ -249,7 +251,7 @@ def test_nan_loss_fails_the_run_at_that_step_and_saves_no_checkpoint(tmp_path: P
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "became nan at step 4 (epoch 0" in errors[0], proc.stderr[-2000:]
     [run_dir] = run_dirs(tmp_path)
-    assert record(run_dir)["status"] == "failed"
+    assert read_metrics(run_dir)["status"] == "failed"
     assert not list(run_dir.rglob("*.ckpt"))
 
 
@@ -261,14 +263,23 @@ def test_disk_full_while_logging_is_one_line_and_a_failed_record(tmp_path: Path)
     proc = train(tmp_path, *FAST, "logger=none", *fault("DiskFullAtValidation"))
     assert_one_line_error(proc, "no space left on device while writing", "panel.png")
     [run_dir] = run_dirs(tmp_path)
-    assert record(run_dir)["status"] == "failed"
+    assert read_metrics(run_dir)["status"] == "failed"
 
 
-def test_mistyped_value_is_one_line_within_seconds_and_leaves_no_wandb_run(tmp_path: Path) -> None:
-    proc = train(tmp_path, "trainer.max_epochs=abc")
+def test_mistyped_value_is_one_line_before_any_heavy_import_and_leaves_no_wandb_run(tmp_path: Path) -> None:
+    # Python lists every module it imports (-X importtime): the check must fail the run before torch loads
+    proc = train(tmp_path, "trainer.max_epochs=abc", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert_one_line_error(proc, "trainer.max_epochs", "integer")
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "imagelab.tasks.runner" in imported  # the listing works
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "lightning", "wandb"))
+    assert not heavy, f"imported before the error: {heavy[:5]}"
     [run_dir] = run_dirs(tmp_path)
-    assert record(run_dir)["status"] == "failed" and not (run_dir / "wandb").exists()
+    assert read_metrics(run_dir)["status"] == "failed" and not (run_dir / "wandb").exists()
 
 
 def _image_folder(root: Path, classes: int, broken: bool = False) -> Path:
@@ -313,7 +324,7 @@ def test_classifier_data_errors_are_one_line_without_a_wandb_run(
     assert_one_line_error(proc, expected)
     assert "meta tensor" not in proc.stderr
     [run_dir] = run_dirs(tmp_path)
-    assert record(run_dir)["status"] == "failed"
+    assert read_metrics(run_dir)["status"] == "failed"
     assert not list(run_dir.rglob("offline-run-*")), "a run that failed on its data left a W&B run"
 
 
@@ -346,6 +357,7 @@ def test_an_unsafe_checkpoint_is_refused_with_a_whole_sentence(tmp_path: Path) -
 # ------------------------------------------------------------------------------------------ sweeps
 
 
+@pytest.mark.slow
 def test_a_multirun_whose_jobs_all_fail_exits_non_zero_and_says_where(tmp_path: Path) -> None:
     proc = train(tmp_path, "-m", "trainer.max_epochs=abc,xyz")
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -354,6 +366,7 @@ def test_a_multirun_whose_jobs_all_fail_exits_non_zero_and_says_where(tmp_path: 
     assert str(sweep / "0" / "metrics.json") in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_optuna_search_whose_trials_all_fail_ends_with_the_report(tmp_path: Path) -> None:
     proc = train(
         tmp_path, "-m", "hparams_search=denoiser_optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=abc"

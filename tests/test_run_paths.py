@@ -16,7 +16,7 @@ import pytest
 from skimage import data as skdata
 from skimage.io import imsave
 
-from tests.conftest import run_script
+from tests.helpers.runs import run_script
 
 RUN_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_[0-9a-f]{6}$")  # <time>_<6 hex>
 TINY = [
@@ -32,6 +32,9 @@ TINY = [
     "model.net.depth=2",
     "model.net.width=4",
 ]
+
+
+pytestmark = pytest.mark.slow  # every test reads the runs of one module-scoped training fixture
 
 
 def _write_photos(folder: Path) -> None:

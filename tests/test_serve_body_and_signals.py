@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SCRIPTS, run_script
+from tests.helpers.paths import SCRIPTS
+from tests.helpers.runs import run_script
 
 pytestmark = pytest.mark.slow  # trains a tiny denoiser and starts three servers (about 2 min on 2 cores)
 

@@ -22,8 +22,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from imagelab.tasks.benchmark.plan import load_plan, merge_overrides
-from tests.conftest import CONF_DIR, REPO_ROOT, SCRIPTS
 from tests.helpers.config_compose import Composer
+from tests.helpers.paths import CONF_DIR, REPO_ROOT, SCRIPTS
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))

@@ -111,6 +111,7 @@ def test_denoiser_logs_the_same_steps_and_values() -> None:
     )
 
 
+@pytest.mark.slow
 def test_classifier_logs_the_same_names_steps_and_values() -> None:
     g = torch.Generator().manual_seed(1)
     images = torch.randn(40, 3, 16, 16, generator=g)

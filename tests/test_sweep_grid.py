@@ -8,23 +8,16 @@ W&B runs being closed between jobs of one process (never merged).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import FAST_DENOISE, run_script
+from tests.helpers.overrides import sweep_denoise
+from tests.helpers.runs import read_metrics, run_script
 
-TINY = [
-    *FAST_DENOISE,
-    "trainer.max_epochs=1",
-    "data.patches_per_epoch=64",
-    "data.eval_crop=64",
-    "model.net.depth=3",
-    "model.net.width=8",
-]
+TINY = [*sweep_denoise("wandb"), "model.net.width=8"]
 GRID = ["model.optimizer.lr=1e-3,3e-3", "data.noise.sigma=15,25"]
 
 
@@ -53,7 +46,7 @@ def test_grid_gives_four_self_contained_job_folders(grid: dict) -> None:
     for job in grid["jobs"]:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-        metrics = json.loads((job / "metrics.json").read_text())
+        metrics = read_metrics(job)
         assert metrics["status"] == "completed", metrics["error"]
         assert (job / "train.log").is_file() and Path(metrics["best_checkpoint"]).is_file()
         assert metrics["metrics"]["model/params_trainable"] > 0
@@ -67,7 +60,7 @@ def test_grid_gives_four_self_contained_job_folders(grid: dict) -> None:
 
 @pytest.mark.slow
 def test_joblib_launcher_ran_jobs_in_parallel_worker_processes(grid: dict) -> None:
-    records = [json.loads((job / "metrics.json").read_text()) for job in grid["jobs"]]
+    records = [read_metrics(job) for job in grid["jobs"]]
     # completed = data loaders could start their worker processes inside joblib's loky workers
     assert all(r["status"] == "completed" for r in records), [r["error"] for r in records]
     assert len({r["pid"] for r in records}) >= 2, "the four jobs ran in more than one worker process"
@@ -90,7 +83,7 @@ def test_grid_gives_four_wandb_runs_in_one_group_linked_to_their_folders(grid: d
     groups = {r["run"]["group"] for r in read}
     assert groups == {f"train-{grid['sweep'].name}"}
     for job in grid["jobs"]:
-        metrics = json.loads((job / "metrics.json").read_text())
+        metrics = read_metrics(job)
         run_dir = Path(metrics["wandb"]["run_dir"])  # metrics.json -> W&B run
         assert run_dir.is_relative_to(job) and run_dir in runs
         run = read_offline_run(run_dir)
@@ -108,9 +101,7 @@ def test_grid_gives_four_wandb_runs_in_one_group_linked_to_their_folders(grid: d
 
 @pytest.mark.slow
 def test_summarize_names_the_best_job_and_writes_table_and_plots(grid: dict) -> None:
-    values = {
-        job.name: json.loads((job / "metrics.json").read_text())["objective"]["best"] for job in grid["jobs"]
-    }
+    values = {job.name: read_metrics(job)["objective"]["best"] for job in grid["jobs"]}
     expected = max(values, key=values.get)
     proc = run_script("summarize.py", str(grid["sweep"]), cwd=grid["root"])
     assert f"best job: {expected} " in proc.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -10,19 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import OmegaConf
 
 from imagelab.core.errors import UserError
 from imagelab.sweeps.optuna_search import check_sweeper_direction, sqlite_storage
-from tests.conftest import FAST_DENOISE, compose, run_script
+from tests.helpers.compose import as_multirun, compose
+from tests.helpers.overrides import sweep_denoise
+from tests.helpers.runs import read_metrics, run_script, sweep_jobs
 
-TINY = [
-    *(o for o in FAST_DENOISE if not o.startswith("logger=")),
-    "logger=csv",
-    "trainer.max_epochs=1",
-    "data.patches_per_epoch=64",
-    "data.eval_crop=64",
-]
+TINY = [*sweep_denoise("csv"), "model.net.depth=5"]
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +28,6 @@ def _restore_hydra_config():
     saved = HydraConfig.instance().cfg
     yield
     HydraConfig.instance().cfg = saved
-
-
-def _jobs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-
-
-def _metrics(job: Path) -> dict:
-    return json.loads((job / "metrics.json").read_text())
 
 
 def _load_study(db: Path, name: str = "denoiser_optuna"):
@@ -70,7 +57,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.slow
 def test_search_survives_a_failing_trial_and_reports_the_best_of_the_others(search: dict) -> None:
     sweep = search["sweep"]
-    jobs = _jobs(sweep)
+    jobs = sweep_jobs(sweep)
     assert [j.name for j in jobs] == ["0", "1", "2"]
     # the search went on past the failed trial, but the sweep does not exit 0 and says which job failed
     assert search["returncode"] == 1
@@ -78,9 +65,9 @@ def test_search_survives_a_failing_trial_and_reports_the_best_of_the_others(sear
         "1 of 3 jobs did not complete" in search["stdout"]
         and str(jobs[0] / "metrics.json") in search["stdout"]
     )
-    failed = _metrics(jobs[0])
+    failed = read_metrics(jobs[0])
     assert failed["status"] == "failed" and "width must be >= 1" in failed["error"]
-    done = {j.name: _metrics(j) for j in jobs[1:]}
+    done = {j.name: read_metrics(j) for j in jobs[1:]}
     assert all(m["status"] == "completed" for m in done.values())
     best_job = max(done, key=lambda n: done[n]["objective"]["best"])
 
@@ -122,7 +109,7 @@ def test_continued_study_picks_up_the_stored_trials(search: dict) -> None:
     assert "Using an existing study" in proc.stdout + proc.stderr
     sweeps = sorted((search["root"] / "outputs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 2 and not (sweeps[1] / "optuna.db").exists()
-    new_job = _metrics(sweeps[1] / "0")
+    new_job = read_metrics(sweeps[1] / "0")
     assert new_job["status"] == "completed"
     assert new_job["metrics"]["optuna/trial_number"] == 3  # numbering continues after the 3 stored trials
     after = _load_study(db)
@@ -153,22 +140,11 @@ def test_sqlite_storage_creates_its_folder_and_reopens_the_study(tmp_path: Path)
     assert again.best_value == 3.0
 
 
-def _as_multirun(cfg, overrides: list[str] | None = None) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.mode = RunMode.MULTIRUN
-        if overrides is not None:
-            cfg.hydra.overrides.task = overrides
-    HydraConfig.instance().set_config(cfg)
-
-
 def test_run_task_returns_none_for_failed_and_nan_jobs_in_a_multirun(tmp_path: Path) -> None:
     from imagelab.tasks.runner import run_task
 
     cfg = compose("train", ["logger=none"], output_dir=tmp_path)
-    _as_multirun(cfg)
+    as_multirun(cfg)
 
     def boom(_cfg):
         raise RuntimeError("diverged")
@@ -177,7 +153,7 @@ def test_run_task_returns_none_for_failed_and_nan_jobs_in_a_multirun(tmp_path: P
         return lambda _cfg: {"objective": {"metric": "val/psnr", "mode": "max", "best": value}, "metrics": {}}
 
     assert run_task(boom, cfg) is None  # the Optuna sweeper records None as FAILED and goes on
-    record = json.loads((tmp_path / "metrics.json").read_text())
+    record = read_metrics(tmp_path)
     assert record["status"] == "failed" and record["error"] == "RuntimeError: diverged"
     assert record["started_at"] <= record["finished_at"] and record["pid"] > 0
     assert run_task(objective(math.nan), cfg) is None  # a NaN return would abort the whole study
@@ -189,7 +165,7 @@ def test_sweeper_direction_must_match_the_objective_mode(tmp_path: Path) -> None
     cfg = compose("train", ["hparams_search=denoiser_optuna"], output_dir=tmp_path)
     assert cfg.objective.mode == "max" and str(cfg.hydra.sweeper.direction) == "maximize"
     check_sweeper_direction("max")  # no multirun yet: nothing to check
-    _as_multirun(cfg)
+    as_multirun(cfg)
     check_sweeper_direction("max")
     with pytest.raises(UserError, match=r"hydra\.sweeper\.direction=minimize"):
         check_sweeper_direction("min")
@@ -246,7 +222,7 @@ def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Pat
         job_cfg = compose(
             "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], job_dir
         )
-        _as_multirun(job_cfg, overrides)
+        as_multirun(job_cfg, overrides)
         callback = OptunaPruning("val/psnr", percentile=50.0, n_startup_trials=1, n_warmup_steps=0)
         trainer = _fake_trainer(value)
         callback.setup(trainer, None, "fit")

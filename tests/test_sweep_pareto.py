@@ -3,12 +3,13 @@ scripts/summarize.py draws the Pareto front."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose, run_script
+from tests.helpers.compose import as_multirun, compose
+from tests.helpers.overrides import QUIET
+from tests.helpers.runs import read_metrics, run_script
 
 
 def test_pareto_front_of_max_accuracy_min_parameters() -> None:
@@ -24,12 +25,11 @@ def test_multi_objective_jobs_return_every_value_and_check_the_directions(tmp_pa
     from imagelab.core.errors import UserError
     from imagelab.sweeps.optuna_search import check_sweeper_direction
     from imagelab.tasks.runner import run_task
-    from tests.test_sweep_optuna import _as_multirun
 
     cfg = compose(
         "train", ["experiment=digits_small_cnn", "hparams_search=classifier_nsga2"], output_dir=tmp_path
     )
-    _as_multirun(cfg)
+    as_multirun(cfg)
 
     def job(values: list[float]):
         objective = {"metric": "val/acc", "mode": "max", "best": values[0], "values": values}
@@ -70,12 +70,11 @@ def test_nsga2_sweep_records_both_objectives_and_draws_the_pareto_front(tmp_path
             "+trainer.limit_val_batches=1",
             "test=false",
             "logger=none",
-            "callbacks.rich_progress_bar=null",
-            "callbacks.model_summary=null",
+            *QUIET,
             f"hydra.sweep.dir={sweep}",
             cwd=tmp_path,
         )
-    records = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in range(4)]
+    records = [read_metrics(sweep / str(i)) for i in range(4)]
     for record in records:
         objective = record["objective"]
         assert objective["metrics"] == ["val/acc", "model/params_trainable"]

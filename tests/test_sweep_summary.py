@@ -14,7 +14,7 @@ from imagelab.core.errors import UserError
 from imagelab.sweeps.summary.collect import collect
 from imagelab.sweeps.summary.labels import metric_label, param_label, use_log_scale
 from imagelab.sweeps.summary.report import write_summary
-from tests.conftest import run_script
+from tests.helpers.runs import run_script
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_script, single_run_dir
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.runs import run_script, single_run_dir
 
 # the user's config folder, outside conf/: their model and their data
 MODEL_YAML = "_target_: tests.helpers.brightness.BrightnessModule\nwidth: 8\nlr: 0.03\n"
@@ -142,7 +143,7 @@ def test_a_subclass_is_of_its_parents_kind_unless_it_registers_its_own() -> None
 
 def test_attack_presets_are_target_nodes_and_plain_names_still_work() -> None:
     from lightning_modules.adversarial import FGSM, PGD, Attack
-    from tests.conftest import compose
+    from tests.helpers.compose import compose
 
     for name, cls in (("fgsm", FGSM), ("pgd", PGD)):
         attack = Attack.from_config(compose("eval", [f"attack={name}", "attack.eps=0.1"]).attack)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import FAST_DENOISE, run_script, single_run_dir
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
+
+pytestmark = (
+    pytest.mark.slow
+)  # every test reads a denoiser trained through scripts/train.py or starts a script
 
 # A few hundred optimiser steps of a small DnCNN: enough to beat the noisy input clearly.
 TRAIN = [
@@ -26,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("train")
     proc = run_script("train.py", *TRAIN, cwd=root)
     run_dir = single_run_dir(root)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     return {"root": root, "run_dir": run_dir, "stdout": proc.stdout, "metrics": metrics}
 
 
@@ -84,7 +88,7 @@ def test_wandb_offline_run_holds_metrics_config_and_panels(trained: dict) -> Non
 def test_eval_reproduces_the_test_metric_from_the_checkpoint_alone(trained: dict, tmp_path: Path) -> None:
     ckpt = trained["metrics"]["best_checkpoint"]
     proc = run_script("eval.py", f"ckpt_path={ckpt}", "logger=none", cwd=tmp_path)
-    evaluated = json.loads((single_run_dir(tmp_path, "eval") / "metrics.json").read_text())["metrics"]
+    evaluated = read_metrics(single_run_dir(tmp_path, "eval"))["metrics"]
     train_test = trained["metrics"]["metrics"]
     assert evaluated["test/psnr"] == pytest.approx(train_test["test/psnr"], abs=1e-4)
     assert evaluated["test/psnr_noisy"] == pytest.approx(train_test["test/psnr_noisy"], abs=1e-4)
@@ -146,7 +150,7 @@ def test_denoise_script_keeps_names_depth_and_channels(trained: dict, tmp_path: 
 def test_fast_dev_run_without_any_logger(tmp_path: Path) -> None:
     proc = run_script("train.py", "debug=fast_dev_run", "logger=none", cwd=tmp_path)
     run_dir = single_run_dir(tmp_path, "debug")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["wandb"] is None
     assert "test/psnr" in metrics["metrics"]
     rows = {ln.split()[0]: ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("psnr ")}

@@ -5,7 +5,6 @@ Tiny runs are trained once per module, in this process (no interpreter start per
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,43 +13,26 @@ import pytest
 import torch
 
 from imagelab.core.errors import UserError
-from tests.conftest import FAST_DENOISE, compose
+from tests.helpers.compose import compose
+from tests.helpers.in_process import task_in_process
+from tests.helpers.overrides import DIGITS, fast_denoise
 
-# Two epochs of the small CNN on the digits: ~94 % test accuracy, seconds on a CPU core.
-DIGITS = [
-    "experiment=digits_small_cnn",
-    "logger=none",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.max_epochs=2",
-    "data.augment=none",
-]
+# The two-epoch digits run without augmentation: ~94 % test accuracy, seconds on a CPU core.
+DIGITS_PLAIN = [*DIGITS, "data.augment=none"]
 # A perturbation budget the digits CNN notices (8/255 barely moves its accuracy); alpha = eps/4.
 ATTACK = ["attack.eps=0.1", "attack.alpha=0.025"]
 
 
 def train_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    """Run the train task in-process into ``root/name``; its metrics.json record."""
-    from imagelab.tasks.runner import run_task
-    from imagelab.tasks.training import train
-
-    out = root / name
-    cfg = compose("train", [*overrides, f"paths.data_dir={root / 'data'}"], output_dir=out)
-    run_task(train, cfg)
-    record = json.loads((out / "metrics.json").read_text())
+    """Run the train task in-process into ``root/name``; its metrics.json record (a completed run)."""
+    record = task_in_process("train", root / name, *overrides, f"paths.data_dir={root / 'data'}")
     assert record["status"] == "completed", record["error"]
     return record
 
 
 def evaluate_run(root: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    """Run the eval task in-process; its metrics.json record."""
-    from imagelab.tasks.evaluation import evaluate
-    from imagelab.tasks.runner import run_task
-
-    out = root / name
-    cfg = compose("eval", [*overrides, "logger=none", f"paths.data_dir={root / 'data'}"], output_dir=out)
-    run_task(evaluate, cfg)
-    return json.loads((out / "metrics.json").read_text())
+    """Run the eval task in-process into ``root/name``; its metrics.json record."""
+    return task_in_process("eval", root / name, *overrides, "logger=none", f"paths.data_dir={root / 'data'}")
 
 
 def ckpt_list(*records: dict[str, Any]) -> str:
@@ -68,12 +50,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def plain(root: Path) -> dict[str, Any]:
-    return train_run(root, "plain", [*DIGITS, "seed=1"])
+    return train_run(root, "plain", [*DIGITS_PLAIN, "seed=1"])
 
 
 @pytest.fixture(scope="module")
 def ema(root: Path) -> dict[str, Any]:
-    return train_run(root, "ema", [*DIGITS, "seed=2", "callbacks=[default,ema]", "callbacks.ema.decay=0.95"])
+    return train_run(
+        root, "ema", [*DIGITS_PLAIN, "seed=2", "callbacks=[default,ema]", "callbacks.ema.decay=0.95"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +67,13 @@ def adversarial(root: Path) -> dict[str, Any]:
     return train_run(
         root,
         "adversarial",
-        [*DIGITS, "seed=1", "adversarial=pgd", "callbacks.adversarial.attack.steps=3", *attack],
+        [*DIGITS_PLAIN, "seed=1", "adversarial=pgd", "callbacks.adversarial.attack.steps=3", *attack],
     )
 
 
 @pytest.fixture(scope="module")
 def denoisers(root: Path) -> list[dict[str, Any]]:
-    return [train_run(root, f"denoiser{s}", [*FAST_DENOISE, "logger=none", f"seed={s}"]) for s in (1, 2)]
+    return [train_run(root, f"denoiser{s}", [*fast_denoise("none"), f"seed={s}"]) for s in (1, 2)]
 
 
 # ------------------------------------------------------------------------------------------------- unit
@@ -349,7 +333,7 @@ def test_adversarial_training_raises_pgd_accuracy(
 # ------------------------------------------------------------------------------------------ distillation
 # a quarter of the teacher's parameters; 5 epochs: over 2 (one of them warm-up) the two students barely part
 # (KL 0.51 vs 0.46, either way by seed), over 5 the distilled one is ~4x closer (0.06 vs 0.23)
-STUDENT = [*DIGITS, "seed=3", "model.timm_kwargs.widths=[8,16,32]", "trainer.max_epochs=5"]
+STUDENT = [*DIGITS_PLAIN, "seed=3", "model.timm_kwargs.widths=[8,16,32]", "trainer.max_epochs=5"]
 
 
 @pytest.mark.slow

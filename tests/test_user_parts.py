@@ -3,14 +3,17 @@ never named (Lion): trained on the bundled photos, evaluated and reloaded from i
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_DENOISE, REPO_ROOT, run_script, single_run_dir
-from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import fast_denoise
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
+
+pytestmark = pytest.mark.usefixtures("restore_torch_flags")
 
 # the user's config folder, outside conf/: one YAML for their network
 USER_NET_YAML = """\
@@ -26,11 +29,9 @@ def user_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("user_parts")
     (root / "my_conf" / "model" / "net").mkdir(parents=True)
     (root / "my_conf" / "model" / "net" / "tiny.yaml").write_text(USER_NET_YAML)
-    overrides = [o for o in FAST_DENOISE if not o.startswith(("model.net.", "logger=", "trainer.max_epochs"))]
     return train_in_process(
         root,
-        *overrides,
-        "logger=csv",
+        *(o for o in fast_denoise("csv") if not o.startswith("model.net.")),
         "trainer.max_epochs=1",
         f"hydra.searchpath=[file://{root / 'my_conf'}]",
         "model/net=tiny",
@@ -70,6 +71,6 @@ def test_user_network_evaluates_from_its_checkpoint_alone(user_run: dict, tmp_pa
         cwd=tmp_path,
         env={"PYTHONPATH": pythonpath},
     )
-    evaluated = json.loads((single_run_dir(tmp_path, "eval") / "metrics.json").read_text())["metrics"]
+    evaluated = read_metrics(single_run_dir(tmp_path, "eval"))["metrics"]
     assert evaluated["test/psnr"] == pytest.approx(record["metrics"]["test/psnr"], abs=1e-4)
     assert "model: TinyNet" in proc.stdout

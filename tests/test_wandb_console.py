@@ -4,13 +4,12 @@ artifacts with best/latest aliases, metrics.json and the resolved config)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import run_script, single_run_dir
+from tests.helpers.runs import read_metrics, run_script, single_run_dir
 
 # The default callbacks (progress bar, model summary...) and config printing stay on: this is what users see.
 TINY_DEFAULT = [
@@ -60,7 +59,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "run_dir": run_dir,
         "offline_dir": runs[0],
         "run": read_offline_run(runs[0]),
-        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "metrics": read_metrics(run_dir),
     }
 
 
@@ -163,7 +162,7 @@ def test_checkpoints_are_artifacts_with_best_and_latest(default_run: dict) -> No
 def test_metrics_json_and_resolved_config_are_in_the_run(default_run: dict) -> None:
     assert {"metrics.json", "config.yaml"} <= set(default_run["run"]["files"])
     files = default_run["offline_dir"] / "files"
-    attached = json.loads((files / "metrics.json").read_text())
+    attached = read_metrics(files)
     assert attached["status"] == "completed" and attached["metrics"] == default_run["metrics"]["metrics"]
     config_text = (files / "config.yaml").read_text()
     assert str(default_run["run_dir"]) in config_text and "${" not in config_text  # resolved

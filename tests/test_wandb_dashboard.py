@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_DENOISE, run_script
+from tests.helpers.overrides import FAST_DENOISE
+from tests.helpers.runs import read_metrics, run_script
 
 TINY = [
     *FAST_DENOISE,
@@ -28,7 +29,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("OMP_NUM_THREADS", "1")
         run_script("train.py", "-m", *TINY, "model.optimizer.lr=1e-3,3e-3", "tags=[pytest]", cwd=root)
     jobs = sorted((root / "outputs" / "train" / "multiruns").glob("*/[0-9]"))
-    groups = {json.loads((job / "metrics.json").read_text())["wandb"]["group"] for job in jobs}
+    groups = {read_metrics(job)["wandb"]["group"] for job in jobs}
     assert len(jobs) == 2 and len(groups) == 1
     group = groups.pop()
     proc = run_script("wandb_dashboard.py", "project=imagelab", f"group={group}", "wandb=offline", cwd=root)
