@@ -58,13 +58,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as pl  # lazy, like all of this function's imports: see the note at the top
 
+    from imagelab.callbacks.graceful_interrupt import GracefulInterrupt
     from imagelab.callbacks.run_config import (
         AttachLoggersAfterDataSetup,
         ParameterCountLogger,
         RunConfigInCheckpoint,
         count_parameters,
     )
-    from imagelab.callbacks.run_guards import GracefulInterrupt
     from imagelab.callbacks.speed import framework_callbacks
     from imagelab.core.checkpoint_io import AtomicCheckpointIO
 
@@ -91,7 +91,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
+    callbacks += [
+        RunConfigInCheckpoint(run_config),
+        ParameterCountLogger(),
+        GracefulInterrupt(cfg.guard_every_n_steps),
+    ]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
     if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
         callbacks.append(instantiate_node(cfg.distill, "distill"))
