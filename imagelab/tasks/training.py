@@ -66,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         count_parameters,
     )
     from imagelab.callbacks.speed import framework_callbacks
+    from imagelab.callbacks.step_hooks import SkipNoOpStepHooks
     from imagelab.core.checkpoint_io import AtomicCheckpointIO
 
     quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
@@ -95,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         RunConfigInCheckpoint(run_config),
         ParameterCountLogger(),
         GracefulInterrupt(cfg.guard_every_n_steps),
+        SkipNoOpStepHooks(),  # Lightning then calls only the per-step hooks that do something
     ]
     callbacks += framework_callbacks(cfg)  # speed switches (cfg.speed) and LR scaling (cfg.lr_scaling)
     if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
