@@ -2,7 +2,8 @@
 
 ``StepCostMeter`` (a callback; the benchmark adds it to one extra run of each near-zero-compute row) wraps,
 for steps ``warmup`` .. ``warmup + steps``, the per-step hooks of every other callback, Lightning's callback
-dispatch (``lightning.pytorch.trainer.call._call_callback_hooks``), the module's ``self.log`` and hooks, each
+dispatch (``lightning.pytorch.trainer.call._call_callback_hooks``), the module's ``self.log``, hooks and
+torchmetrics ``update`` calls, each
 logger's ``log_metrics``, Lightning's per-step metric hand-over to the loggers and each LR scheduler's
 ``step``, and adds up the process CPU time spent in each, exclusive of the other wrapped parts it calls (a
 logger's write is not counted again in the hook that makes it). ``rows`` then lists, most expensive first,
@@ -20,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.trainer import call
+from torchmetrics import Metric
 
 STEP_HOOKS = (
     "on_train_batch_start",
@@ -80,6 +82,9 @@ class StepCostMeter(pl.Callback):
             if getattr(type(pl_module), hook, None) is not getattr(pl.LightningModule, hook, None):
                 self._wrap(pl_module, hook, f"module {hook}")
         self._wrap(pl_module, "log", "module self.log")
+        for name, sub in pl_module.named_modules():
+            if isinstance(sub, Metric):
+                self._wrap(sub, "update", f"module {name}.update (torchmetrics)")
         for logger in trainer.loggers:
             self._wrap(logger, "log_metrics", f"logger {type(logger).__name__}.log_metrics")
         for config in trainer.lr_scheduler_configs:
@@ -95,8 +100,12 @@ class StepCostMeter(pl.Callback):
             self._finish(trainer)
         self.count += 1
 
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Unwrap everything if the epoch ended before the last measured step (before any checkpoint)."""
+        self._finish(trainer)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Unwrap everything (if the epoch ended before the last measured step)."""
+        """Unwrap everything (a run without validation)."""
         self._finish(trainer)
 
     def on_exception(
