@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from imagelab.core.errors import UserError
 
-PLAN_DIR = Path(__file__).resolve().parents[2] / "conf" / "benchmark"
+PLAN_DIR = Path(__file__).resolve().parents[3] / "conf" / "benchmark"
 GOAL_MS = 1.0  # framework - bare loop, ms per step, on CPU, of the near-zero-compute rows (issue 13)
 PLAN_ONLY_KEYS = ("vars", "workers", "tiny_cases")  # read while loading, not fields of Plan
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from imagelab.core.atomic import atomic_write_json, atomic_write_text
+from imagelab.tasks.benchmark.report_sections import startup_split_lines, step_costs_lines
 from imagelab.tasks.benchmark.timing import peak_rss_bytes
 
 GOALS = {
@@ -189,6 +190,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"| {r['model']} | {_num(r.get('overhead_ms'))} / {_num(r.get('overhead_cpu_ms'))} | "
                     f"{_num(a.get('overhead_ms'))} / {_num(a.get('overhead_cpu_ms'))} | {_num(own)} / {_num(own_cpu)} |"
                 )
+        lines += step_costs_lines(report)
     if report.get("data"):
         lines += [
             "",
@@ -215,6 +217,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"({', '.join(f'{v:.2f}' for v in s['cfg_job_s'])})",
             f"- cold `python scripts/train.py` to its first training step ({s['first_step_model'] or '-'}): {cold}"
             f"; peak RSS of that run {_mb(s['peak_rss_cold_run_bytes'])}",
+            *startup_split_lines(report),
         ]
     fp = report.get("fast_paths")
     if fp:
