@@ -64,7 +64,13 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert applies["scripts/train.py --cfg job < 1.5 s"] is True
     assert not any(g["applies"] for g in report["goals"] if "ratio" in g["goal"] or "GPU" in g["goal"])
     ms_goals = [g for g in report["goals"] if "ms/step" in g["goal"]]
-    assert len(ms_goals) == 2 and not any(g["applies"] for g in ms_goals)
+    assert len(ms_goals) == 4 and not any(
+        g["applies"] for g in ms_goals
+    )  # framework - bare, - Lightning alone
+    own = [g for g in ms_goals if "Lightning alone" in g["goal"]]
+    alone = report["overhead"][2]["lightning_alone"]
+    wall = report["overhead"][2]["overhead_ms"] - alone["overhead_ms"]
+    assert own[0]["value"].split(" / ")[0] == f"{wall:.3f}"
     markdown = (out / "report.md").read_text()
     for heading in (
         "## Goals",
