@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from imagelab.core.errors import UserError
+from imagelab.tasks.benchmark.timm_compare import SKIPPED
 from tests.conftest import SCRIPTS, run_script
 
 
@@ -82,6 +83,7 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "### Per-step cost of each part",
     ):
         assert heading in markdown
+    assert report["timm_train"] == {"skipped": SKIPPED} and SKIPPED in markdown  # no timm train.py given
     assert not (out / "work").exists(), "framework run folders are removed unless keep_runs=true"
     assert "report:" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
 
@@ -211,6 +213,13 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     assert 0 < split["python_start_s"] < 5 and 0 <= split["imports_s"] < 5
     assert split["own_s"] == pytest.approx(5.0 - split["python_start_s"] - split["imports_s"])
     assert startup_breakdown([], 1, 5.0, {}, tmp_path)["own_s"] is None  # no cold run: no split
+    from imagelab.tasks.benchmark.timm_compare import timm_train_section, write_digits_32px
+
+    with pytest.raises(UserError, match=r"no_train\.py: no such file; set timm_train_script="):
+        timm_train_section(str(tmp_path / "no_train.py"), 1, 1, tmp_path)
+    digits = write_digits_32px(tmp_path / "digits")
+    counts = [len(list((digits / split).rglob("*.png"))) for split in ("train", "val")]
+    assert sum(counts) == 1797 and counts[1] == 364  # every 5th image of each class validates
     with pytest.raises(UserError, match="mode must be one of"):
         run_benchmark(mode="tpu", out_dir=tmp_path)
     with pytest.raises(UserError, match="unknown benchmark section"):

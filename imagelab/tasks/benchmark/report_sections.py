@@ -46,3 +46,27 @@ def startup_split_lines(report: dict[str, Any]) -> list[str]:
         f"{_s(s['imports_s'])} (a new process importing them alone), **this project's own work "
         f"{_s(s['own_s'])}** (config, data, model, callbacks, Trainer set-up and the imports of its own modules)",
     ]
+
+
+def timm_train_lines(report: dict[str, Any]) -> list[str]:
+    """scripts/train.py against timm's train.py on the same job (``imagelab.tasks.benchmark.timm_compare``)."""
+    t = report.get("timm_train")
+    if not t:
+        return []
+    lines = ["", "## scripts/train.py vs timm's train.py (same job, whole process)", ""]
+    if "skipped" in t:
+        return [*lines, t["skipped"]]
+    lines += [
+        f"- timm: `python {t['timm_command']}`",
+        f"- ours: `python {t['ours_command']}`",
+        "",
+        "| pair | timm wall / CPU | ours wall / CPU | ours / timm (wall) | best val acc timm / ours |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for i, p in enumerate(t["pairs"]):
+        lines.append(
+            f"| {i + 1} | {p['timm_s']:.1f} / {p['timm_cpu_s']:.1f} s | {p['ours_s']:.1f} / {p['ours_cpu_s']:.1f} s "
+            f"| {p['ours_s'] / p['timm_s']:.3f} | {p['timm_best_val_acc']:.4f} / {p['ours_best_val_acc']:.4f} |"
+        )
+    lines += ["", f"Median of pairs: **{t['ratio']:.3f}** wall, {t['cpu_ratio']:.3f} in CPU time."]
+    return lines
