@@ -135,7 +135,7 @@ def timm_train_section(script: str | None, epochs: int, repeats: int, work: Path
         "timm_command": " ".join(
             timm_command(Path("train.py"), Path("DATA"), Path("OUT"), epochs, workers)[1:]
         ),
-        "ours_command": " ".join(ours_command(Path("DATA"), epochs, workers)[1:]),
+        "ours_command": " ".join(["scripts/train.py", *ours_command(Path("DATA"), epochs, workers)[2:]]),
         "pairs": pairs,
         "ratio": median([p["ours_s"] / p["timm_s"] for p in pairs]),
         "cpu_ratio": median([p["ours_cpu_s"] / p["timm_cpu_s"] for p in pairs]),
