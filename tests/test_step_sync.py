@@ -19,6 +19,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from imagelab.callbacks.check_points import is_check_batch  # noqa: E402
 from imagelab.callbacks.graceful_interrupt import GracefulInterrupt  # noqa: E402
 from imagelab.callbacks.nonfinite_guard import NonFiniteLossGuard  # noqa: E402
+from imagelab.callbacks.step_hooks import STEP_HOOKS, SkipNoOpStepHooks  # noqa: E402
 from imagelab.core.errors import TrainingDiverged  # noqa: E402
 from lightning_modules.denoiser import DenoiserModule  # noqa: E402
 from tests.conftest import FAST_DENOISE, run_script  # noqa: E402
@@ -120,3 +121,25 @@ def test_ddp_runs_no_collective_and_no_host_read_per_step(tmp_path: Path) -> Non
         assert [w["collectives"] == 0 for w in windows] == [not n for n in _expected(windows, 3, 1)], windows
         assert [w["host_reads"] for w in windows] == _expected(windows, 3, 1), windows
         assert all(w["lightning_collectives"] == 1 for w in windows[:-1]), windows
+
+
+def test_empty_step_hooks_are_hidden_from_lightning_while_fitting() -> None:
+    class Quiet(pl.Callback):
+        """Implements no hook."""
+
+    class Probe(pl.Callback):
+        """Records, during a step, which step hooks Lightning would find callable."""
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+            self.seen = {
+                (type(c).__name__, h): callable(getattr(c, h)) for c in (quiet, self) for h in STEP_HOOKS
+            }
+
+    quiet, probe = Quiet(), Probe()
+    _fit(2, [quiet, probe, SkipNoOpStepHooks()])
+    assert probe.seen[("Probe", "on_train_batch_end")]  # a hook the callback implements is kept
+    hidden = {key for key, found in probe.seen.items() if not found}
+    assert hidden == {(name, h) for name in ("Quiet", "Probe") for h in STEP_HOOKS} - {
+        ("Probe", "on_train_batch_end")
+    }
+    assert not set(STEP_HOOKS) & (set(vars(quiet)) | set(vars(probe)))  # given back after the fit
