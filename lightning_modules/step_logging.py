@@ -7,15 +7,17 @@ loggers only receive step values every ``trainer.log_every_n_steps`` steps. So t
 * call ``self.log`` for step values only on the steps whose values can reach a logger or the progress bar
   (``should_log_step``): the logging steps, the last batch of an epoch, the last step of a ``max_steps`` run
   and every step under ``fast_dev_run``; what the loggers receive is unchanged;
-* accumulate epoch values every step in torchmetrics objects on the device (``epoch_mean``, and metrics built
-  with ``validate_args=False``), with ``update`` only (no per-step ``compute``, no host sync), and log them
-  once in ``on_train_epoch_end`` (torchmetrics syncs them across processes).
+* accumulate epoch values every step on the device with plain tensor operations (``DeviceSum``: two or
+  three small ops per step, against 0.07-0.16 ms of CPU for a torchmetrics ``update``), hand the sums to
+  torchmetrics objects (``epoch_mean``) once per epoch and log them in ``on_train_epoch_end`` (torchmetrics
+  syncs them across processes); nothing is read on the host per step.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -51,3 +53,30 @@ def update_epoch_mean(metric: MeanMetric, value: Tensor, weight: int) -> None:
     ``self.log(on_epoch=True, batch_size=n)`` computes, also where torchmetrics drops the ``weight`` argument.
     """
     metric.update(value.detach().reshape(1).expand(int(weight)))
+
+
+class DeviceSum:
+    """A running sum of per-step values and of their weights, kept on the values' device (no host read).
+
+    ``add(value_sum, weight)`` costs one tensor addition; ``flush_into(metric)`` adds the weighted mean of
+    what was summed to an ``epoch_mean`` metric (as ``weight`` copies, so the metric's mean across processes
+    is weighted by images) and starts again.
+    """
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.weight = 0
+
+    def add(self, value_sum: Tensor, weight: int) -> None:
+        """Add ``value_sum`` (the sum of ``weight`` values, e.g. loss x batch size, or correct predictions)."""
+        value_sum = value_sum.detach()
+        self.total = value_sum if self.total is None else self.total + value_sum
+        self.weight += int(weight)
+
+    def flush_into(self, metric: MeanMetric) -> bool:
+        """Update ``metric`` with the mean so far (weight = the summed weights); False when nothing was added."""
+        if self.total is None or not self.weight:
+            return False
+        update_epoch_mean(metric, self.total.to(torch.float32) / self.weight, self.weight)
+        self.total, self.weight = None, 0
+        return True

@@ -34,6 +34,8 @@ def main(cfg: DictConfig) -> None:
                 OmegaConf.to_container(cfg.fast_path_variants) if cfg.get("fast_path_variants") else None
             ),
             models=OmegaConf.to_container(cfg.models) if cfg.get("models") else None,
+            timm_train_script=cfg.get("timm_train_script"),
+            timm_epochs=cfg.get("timm_epochs", 8),
         )
     except UserError as exc:
         print(f"error: {exc}")

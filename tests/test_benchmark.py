@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from imagelab.core.errors import UserError
+from imagelab.tasks.benchmark.timm_compare import SKIPPED
 from tests.helpers.paths import SCRIPTS
 from tests.helpers.runs import run_script
 
@@ -43,6 +45,12 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         assert row["ratio"] == pytest.approx(statistics.median(row["ratio_per_pair"]))
         assert row["ratio_of_best"] == pytest.approx(row["bare_best"] / row["framework_best"])
         assert 0 < row["first_step_in_process_s"] < 120
+    for row in report["overhead"][2:]:  # the tiny rows: what each part costs per step
+        parts = {c["part"]: c for c in row["step_costs"]}
+        assert parts["callback GracefulInterrupt"]["calls_per_step"] == 1.0
+        assert any(p.startswith("Lightning's dispatch over") for p in parts)
+        assert all(c["cpu_ms_per_step"] >= 0 for c in row["step_costs"])
+    assert [row["step_costs"] for row in report["overhead"][:2]] == [None, None]
     alone = report["overhead"][2]["lightning_alone"]
     assert alone["bare_ms_per_step"] > 0 and alone["framework_ms_per_step"] > 0
     assert len(report["data"]) == 4
@@ -58,7 +66,13 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
     assert applies["scripts/train.py --cfg job < 1.5 s"] is True
     assert not any(g["applies"] for g in report["goals"] if "ratio" in g["goal"] or "GPU" in g["goal"])
     ms_goals = [g for g in report["goals"] if "ms/step" in g["goal"]]
-    assert len(ms_goals) == 2 and not any(g["applies"] for g in ms_goals)
+    assert len(ms_goals) == 4 and not any(
+        g["applies"] for g in ms_goals
+    )  # framework - bare, - Lightning alone
+    own = [g for g in ms_goals if "Lightning alone" in g["goal"]]
+    alone = report["overhead"][2]["lightning_alone"]
+    wall = report["overhead"][2]["overhead_ms"] - alone["overhead_ms"]
+    assert own[0]["value"].split(" / ")[0] == f"{wall:.3f}"
     markdown = (out / "report.md").read_text()
     for heading in (
         "## Goals",
@@ -67,8 +81,10 @@ def test_smoke_benchmark_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Start-up",
         "## Fast paths",
         "### Where the per-step overhead goes",
+        "### Per-step cost of each part",
     ):
         assert heading in markdown
+    assert report["timm_train"] == {"skipped": SKIPPED} and SKIPPED in markdown  # no timm train.py given
     assert not (out / "work").exists(), "framework run folders are removed unless keep_runs=true"
     assert "report:" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
 
@@ -191,6 +207,20 @@ def test_timers_and_bad_arguments(tmp_path: Path) -> None:
     first.teardown(trainer, None, "fit")  # type: ignore[arg-type]
     record = json.loads(stamp.read_text())
     assert record["first_step_unix"] > 0 and record["peak_rss_bytes"] > 10 * 2**20
+    assert "torch" in record["third_party_modules"] and "imagelab" not in record["third_party_modules"]
+    from imagelab.tasks.benchmark.sections import startup_breakdown
+
+    split = startup_breakdown(["json", "no_such_module"], 1, 5.0, dict(os.environ), tmp_path)
+    assert 0 < split["python_start_s"] < 5 and 0 <= split["imports_s"] < 5
+    assert split["own_s"] == pytest.approx(5.0 - split["python_start_s"] - split["imports_s"])
+    assert startup_breakdown([], 1, 5.0, {}, tmp_path)["own_s"] is None  # no cold run: no split
+    from imagelab.tasks.benchmark.timm_compare import timm_train_section, write_digits_32px
+
+    with pytest.raises(UserError, match=r"no_train\.py: no such file; set timm_train_script="):
+        timm_train_section(str(tmp_path / "no_train.py"), 1, 1, tmp_path)
+    digits = write_digits_32px(tmp_path / "digits")
+    counts = [len(list((digits / split).rglob("*.png"))) for split in ("train", "val")]
+    assert sum(counts) == 1797 and counts[1] == 364  # every 5th image of each class validates
     with pytest.raises(UserError, match="mode must be one of"):
         run_benchmark(mode="tpu", out_dir=tmp_path)
     with pytest.raises(UserError, match="unknown benchmark section"):

@@ -11,11 +11,17 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 
 from lightning.pytorch.loggers.logger import Logger  # noqa: E402
+from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
 
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.classifier_scoring import classification_loss  # noqa: E402
 from lightning_modules.denoiser import DenoiserModule  # noqa: E402
-from lightning_modules.step_logging import epoch_mean, should_log_step, update_epoch_mean  # noqa: E402
+from lightning_modules.step_logging import (  # noqa: E402
+    DeviceSum,
+    epoch_mean,
+    should_log_step,
+    update_epoch_mean,
+)
 
 
 class RecordingLogger(Logger):
@@ -55,13 +61,17 @@ class DenoiserLoggingEveryStep(DenoiserModule):
 class ClassifierLoggingEveryStep(ClassifierModule):
     """The classifier's former training step: loss on step and epoch, accuracy object, every step."""
 
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.old_acc = MulticlassAccuracy(self.num_classes, average="micro").to(self.device)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = classification_loss(logits, y, self.hparams["label_smoothing"])
-        self.train_acc(logits.detach(), y)
+        self.old_acc(logits.detach(), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train/acc", self.old_acc, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -137,3 +147,13 @@ def test_should_log_step_and_the_weighted_epoch_mean() -> None:
     update_epoch_mean(mean, torch.tensor(1.0), 3)
     update_epoch_mean(mean, torch.tensor(4.0), 1)
     assert float(mean.compute()) == pytest.approx(7 / 4)  # weighted by images, not by calls
+    sums, mean = DeviceSum(), epoch_mean()
+    assert not sums.flush_into(mean)  # nothing added: the metric is left alone
+    sums.add(torch.tensor(3), 4)  # e.g. 3 correct of 4 images
+    sums.add(torch.tensor(2.0), 1)
+    assert sums.flush_into(mean) and sums.total is None and sums.weight == 0
+    assert float(mean.compute()) == pytest.approx(5 / 5)
+    mean.reset()
+    sums.add(torch.tensor(1), 4)
+    sums.flush_into(mean)
+    assert float(mean.compute()) == pytest.approx(1 / 4) and mean.update_count == 1

@@ -1,7 +1,8 @@
 """Signals that stop a run: the first SIGTERM/SIGINT is recorded, and acted on at a safe point.
 
 :func:`install_signal_handlers` (called by the task wrapper) records the first SIGTERM/SIGINT. While a Trainer
-runs, ``run_guards.GracefulInterrupt`` raises :class:`RunInterrupted` at the end of the current batch and saves
+runs, ``imagelab.callbacks.graceful_interrupt.GracefulInterrupt`` raises :class:`RunInterrupted` at the end of
+the current batch (under DDP: at the next check point, the same step on every process) and saves
 ``last.ckpt``; outside a Trainer (data loading, model building) the signal interrupts at once. A second Ctrl+C
 stops immediately. Light imports only (the task wrapper installs the handlers before torch is imported).
 """

@@ -7,7 +7,7 @@ Lightning calls callbacks in list order (it moves checkpoint callbacks to the en
 2. the config's callbacks (``cfg.callbacks``) in config order, less a ``LearningRateMonitor`` when the run
    has no logger (``logger=none``: Lightning refuses one);
 3. the callbacks every run gets: the run config in each checkpoint, parameter counts, the graceful stop on
-   a signal;
+   a signal (agreed across ranks every ``cfg.guard_every_n_steps``), and the hider of empty per-step hooks;
 4. the switches: ``cfg.speed`` (``SpeedSwitches``) and ``cfg.lr_scaling`` (``LRScaling``, unless ``rule:
    none``);
 5. knowledge distillation when ``cfg.distill.teacher`` is set.
@@ -45,12 +45,19 @@ def switch_callbacks(cfg: DictConfig) -> list[Any]:
 
 def run_callbacks(cfg: DictConfig, run_config: dict[str, Any]) -> list[Any]:
     """Items 2-5 of the module docstring's order: configured, every run's, switches, distillation."""
+    from imagelab.callbacks.check_points import DEFAULT_EVERY
+    from imagelab.callbacks.graceful_interrupt import GracefulInterrupt
     from imagelab.callbacks.parameter_count import ParameterCountLogger
     from imagelab.callbacks.run_config import RunConfigInCheckpoint
-    from imagelab.callbacks.run_guards import GracefulInterrupt
+    from imagelab.callbacks.step_hooks import SkipNoOpStepHooks
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [RunConfigInCheckpoint(run_config), ParameterCountLogger(), GracefulInterrupt()]
+    callbacks += [
+        RunConfigInCheckpoint(run_config),
+        ParameterCountLogger(),
+        GracefulInterrupt(cfg.get("guard_every_n_steps", DEFAULT_EVERY)),
+        SkipNoOpStepHooks(),  # Lightning then calls only the per-step hooks that do something
+    ]
     callbacks += switch_callbacks(cfg)
     if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint
         callbacks.append(instantiate_node(cfg.distill, "distill"))

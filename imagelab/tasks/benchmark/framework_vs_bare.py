@@ -3,7 +3,8 @@
 Framework and bare runs alternate (F B F B ...), each timed over ``steps`` steps after ``warmup`` steps; the
 ratio is the median over adjacent (framework, bare) pairs of bare / framework steps/s, which a shared
 machine's other jobs disturb least. Near-zero-compute rows also get a Lightning-alone reference run and the
-framework's cost in ms/step (``imagelab.tasks.benchmark.step_overhead``).
+framework's cost in ms/step (``imagelab.tasks.benchmark.step_overhead``), and one more framework run that
+splits it by callback, logger and logging call (``imagelab.tasks.benchmark.step_costs``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from imagelab.core.errors import UserError
 from imagelab.tasks.benchmark.bare import bare_run
 from imagelab.tasks.benchmark.plan import ModelCase, Plan, merge_overrides
+from imagelab.tasks.benchmark.step_costs import StepCostMeter
 from imagelab.tasks.benchmark.step_overhead import lightning_alone_run, overhead_ms, window_overhead_ms
 from imagelab.tasks.benchmark.timing import StepTimer, median, rss_bytes
 from imagelab.tasks.runner import finish_wandb
@@ -131,12 +133,34 @@ def overhead_section(plan: Plan, work: Path, keep_runs: bool) -> list[dict[str, 
                     else window_overhead_ms(fw, bare)
                 ),
                 "lightning_alone": _lightning_alone(alone, bare, bare_durations, bare_cpu),
+                # near-zero rows: CPU ms per step of each callback, logger, logging call (step_costs.py)
+                "step_costs": (
+                    step_costs(case, work / f"step_costs_{m}", plan, keep_runs)
+                    if case.overhead_goal_ms is not None
+                    else None
+                ),
             }
         )
         cpu_fw, cpu_bare = rows[-1].get("framework_cpu_ms_per_step"), rows[-1].get("bare_cpu_ms_per_step")
         # the ratio in process CPU time: the work per step, hardly moved by other jobs on a shared machine
         rows[-1]["cpu_ratio"] = cpu_fw / cpu_bare if cpu_fw and cpu_bare else math.nan
         log.info("overhead %s: ratio %.3f", case.name, rows[-1]["ratio"])
+    return rows
+
+
+def step_costs(case: ModelCase, run_dir: Path, plan: Plan, keep_runs: bool) -> list[dict[str, Any]]:
+    """One more framework run of ``case`` with a ``StepCostMeter`` over its timing window: its rows."""
+    meter = f"{StepCostMeter.__module__}.StepCostMeter"
+    extra = [
+        f"+callbacks.step_costs._target_={meter}",
+        f"+callbacks.step_costs.warmup={case.warmup}",
+        f"+callbacks.step_costs.steps={case.steps}",
+    ]
+    res = framework_run(case, extra, run_dir, plan)
+    rows = next(c for c in res["trainer"].callbacks if isinstance(c, StepCostMeter)).rows
+    del res
+    if not keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return rows
 
 

@@ -24,8 +24,9 @@ from imagelab.tasks.benchmark.sections import (
     torch_flags,
     write_cifar_like,
 )
+from imagelab.tasks.benchmark.timm_compare import timm_train_section
 
-SECTIONS: tuple[str, ...] = ("overhead", "data", "startup", "fast_paths")
+SECTIONS: tuple[str, ...] = ("overhead", "data", "startup", "fast_paths", "timm_train")
 
 
 def modes() -> tuple[str, ...]:
@@ -73,6 +74,8 @@ def run_benchmark(
     threads: int | None = None,
     fast_path_variants: list[str] | None = None,
     models: list[str] | None = None,
+    timm_train_script: str | None = None,
+    timm_epochs: int = 8,
 ) -> dict[str, Any]:
     """Run the plan of ``mode``, write ``report.json`` and ``report.md`` to ``out_dir``; return the report.
 
@@ -81,6 +84,8 @@ def run_benchmark(
     ``fast_path_variants``: run only the fast-path variants whose name contains one of these words (None = all;
     the first one kept is the speed-up baseline). ``models``: measure only the overhead-section models whose
     name contains one of these words (None = all), e.g. ``["tiny"]`` for the per-step overhead rows.
+    ``timm_train_script``: timm's ``train.py`` for the ``timm_train`` section (``timm_epochs`` epochs, ``repeats``
+    alternating pairs; skipped with a message when None).
     """
     sections = list(sections if sections is not None else SECTIONS)
     mode = _check_options(mode, sections, repeats, threads)
@@ -123,6 +128,8 @@ def run_benchmark(
                 write_report(report, out, started, partial=True)
 
             report["fast_paths"] = fast_path_section(plan, work, keep_runs, progress)
+        if "timm_train" in sections:
+            report["timm_train"] = timm_train_section(timm_train_script, timm_epochs, plan.repeats, work)
     if not keep_runs:
         shutil.rmtree(work, ignore_errors=True)
     return write_report(report, out, started, partial=False)

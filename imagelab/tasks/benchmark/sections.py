@@ -3,7 +3,8 @@
 * ``data``: images/s of each data module's training loader alone (batches moved to the device as Lightning
   does), against the images/s the matching model consumes (framework steps/s x batch size).
 * ``startup``: wall time of ``scripts/train.py --cfg job`` and of a cold ``scripts/train.py`` start (a new
-  Python process) to its first training step, with that run's peak resident memory.
+  Python process) to its first training step, with that run's peak resident memory, split into the
+  interpreter's start, the third-party imports and this project's own work (``startup_breakdown``).
 * ``fast_paths``: framework steps/s with each GPU fast path alone and all together, and GPU-resident data
   against the DataLoader path.
 """
@@ -94,7 +95,7 @@ def startup_section(plan: Plan, work: Path) -> dict[str, Any]:
         cfg_job.append(time.perf_counter() - started)
         if proc.returncode != 0:
             raise RuntimeError(f"--cfg job failed: {proc.stderr[-2000:]}")
-    first, peaks = [], []
+    first, peaks, modules = [], [], []
     overrides = merge_overrides(
         plan.base_overrides(),
         plan.models[0].overrides,
@@ -122,14 +123,63 @@ def startup_section(plan: Plan, work: Path) -> dict[str, Any]:
         record = json.loads(stamp.read_text())
         first.append(record["first_step_unix"] - started)
         peaks.append(record.get("peak_rss_bytes") or 0)
+        modules = record.get("third_party_modules") or modules
         shutil.rmtree(cwd, ignore_errors=True)
     return {
+        **startup_breakdown(modules, plan.first_step_repeats, median(first), env, work),
         "cfg_job_s": cfg_job,
         "cfg_job_median_s": median(cfg_job),
         "first_step_cold_s": first,
         "first_step_cold_median_s": median(first),
         "first_step_model": plan.models[0].name if first else None,
         "peak_rss_cold_run_bytes": max(peaks) if peaks and max(peaks) > 0 else None,
+    }
+
+
+IMPORT_SCRIPT = """
+import sys, time
+start = time.perf_counter()
+for name in sys.argv[1:]:
+    try:
+        __import__(name)
+    except Exception:
+        pass
+print(time.perf_counter() - start)
+"""
+
+
+def startup_breakdown(
+    modules: list[str], repeats: int, first_step_s: float, env: dict[str, str], cwd: Path
+) -> dict[str, Any]:
+    """Split a cold start to the first step into the interpreter's start, third-party imports and the rest.
+
+    ``modules``: the third-party packages the training run had imported by its first step, in import order;
+    each of ``repeats`` new processes imports them (``imports_s``); ``python -c pass`` times the interpreter
+    (``python_start_s``). What remains of ``first_step_s`` is this project's own work before the first step
+    (config, data, model, callbacks, Trainer set-up, checks): ``own_s``, the part a regression of ours moves.
+    """
+    if not modules or repeats < 1 or math.isnan(first_step_s):
+        return {"third_party_modules": modules, "python_start_s": None, "imports_s": None, "own_s": None}
+    starts, imports = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True, env=env, cwd=cwd)
+        starts.append(time.perf_counter() - started)
+        proc = subprocess.run(
+            [sys.executable, "-c", IMPORT_SCRIPT, *modules],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=cwd,
+        )
+        imports.append(float(proc.stdout.strip().splitlines()[-1]))
+    python_start, imports_s = median(starts), median(imports)
+    return {
+        "third_party_modules": modules,
+        "python_start_s": python_start,
+        "imports_s": imports_s,
+        "own_s": first_step_s - python_start - imports_s,
     }
 
 

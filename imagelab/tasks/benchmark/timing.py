@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import resource
 import statistics
+import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -99,11 +101,24 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def third_party_modules() -> list[str]:
+    """Top-level third-party packages this process has imported, in import order (installed under
+    site-packages, not the standard library and not this repository's packages)."""
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    names = []
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None) or ""
+        if "." not in name and where and any(where.startswith(r) for r in roots):
+            names.append(name)
+    return names
+
+
 class FirstStepTimer(pl.Callback):
     """Write the wall-clock time (``time.time()``) of the first training batch to ``path`` as JSON.
 
-    Used by the start-up section: ``+callbacks.first_step_timer._target_=...FirstStepTimer``. At the end of
-    the run the file also gets the process's peak resident memory (``peak_rss_bytes``).
+    Used by the start-up section: ``+callbacks.first_step_timer._target_=...FirstStepTimer``. The record
+    also lists the third-party packages imported by then (``third_party_modules``); at the end of the run
+    the file also gets the process's peak resident memory (``peak_rss_bytes``).
     """
 
     def __init__(self, path: str) -> None:
@@ -115,6 +130,7 @@ class FirstStepTimer(pl.Callback):
         """Record the first batch start (rank zero)."""
         if not self.record and trainer.is_global_zero:
             self.record = {"first_step_unix": time.time(), "peak_rss_bytes": peak_rss_of_this_process()}
+            self.record["third_party_modules"] = third_party_modules()
             atomic_write_json(Path(self.path), self.record)
 
     def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
