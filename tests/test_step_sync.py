@@ -22,9 +22,9 @@ from imagelab.callbacks.nonfinite_guard import NonFiniteLossGuard  # noqa: E402
 from imagelab.callbacks.step_hooks import STEP_HOOKS, SkipNoOpStepHooks  # noqa: E402
 from imagelab.core.errors import TrainingDiverged  # noqa: E402
 from lightning_modules.denoiser import DenoiserModule  # noqa: E402
+from tests.helpers.fault_injection import PoisonWeightsAtStep  # noqa: E402
 from tests.helpers.overrides import FAST_DENOISE  # noqa: E402
 from tests.helpers.runs import run_script  # noqa: E402
-from tests.helpers.fault_injection import PoisonWeightsAtStep  # noqa: E402
 from tests.helpers.sync_counting import SyncCounter  # noqa: E402
 
 NET = {"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 2, "width": 4}
