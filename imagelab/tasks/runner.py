@@ -24,7 +24,8 @@ from imagelab.core.constants import METRICS_FILE
 from imagelab.core.distributed import env_rank
 from imagelab.core.errors import RunInterrupted, TrainingDiverged, UserError, first_line
 from imagelab.core.hydra_job import in_multirun
-from imagelab.core.signals import STATE, install_signal_handlers, sigterm_exception_signal
+from imagelab.core.requeue import requeue_slurm_job, slurm_job_id
+from imagelab.core.signals import REQUEUE_SIGNAL, STATE, install_signal_handlers, sigterm_exception_signal
 from imagelab.tasks.ddp_launch import release_distributed_job
 from imagelab.tracking.console import prepare_console, print_results
 from imagelab.tracking.wandb_files import attach_run_files
@@ -213,6 +214,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             raise error from None
         if isinstance(error, RunInterrupted):
             _print_interrupted(error, output_dir)
+            if error.signum == REQUEUE_SIGNAL and slurm_job_id() and env_rank() == 0:
+                print(requeue_slurm_job(), file=sys.stderr)  # SLURM's time warning or a preemption notice
             raise SystemExit(exit_code) from None
         if not in_multirun():
             if exit_code != EXIT_CRASH:
@@ -252,6 +255,9 @@ def _finish(
         if not completed and STATE.trained_steps == 0 and record["status"] == "failed":
             finish_wandb(exit_code)
             wandb_info = _discard_empty_wandb_run(wandb_info)
+        trainer = result.get("trainer")
+        if trainer is not None:
+            record["world_size"] = int(getattr(trainer, "world_size", 1))  # processes that trained together
         record.update(
             {k: result[k] for k in ("objective", "metrics", "best_checkpoint") if k in result},
             wandb=wandb_info,
