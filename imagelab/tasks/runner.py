@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from imagelab.config.config_check import check_override_types
@@ -27,7 +28,9 @@ from imagelab.core.hydra_job import in_multirun
 from imagelab.core.requeue import requeue_slurm_job, slurm_job_id
 from imagelab.core.signals import REQUEUE_SIGNAL, STATE, install_signal_handlers, sigterm_exception_signal
 from imagelab.tasks.ddp_launch import release_distributed_job
+from imagelab.tasks.resume import set_aside_failed_resume, state_dict_mismatch
 from imagelab.tracking.console import prepare_console, print_results
+from imagelab.tracking.wandb_fallback import offline_fallback
 from imagelab.tracking.wandb_files import attach_run_files
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,10 @@ def _run_info(run: Any) -> dict[str, Any]:
 def _wandb_info(loggers: list[Any]) -> dict[str, Any] | None:
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            return _run_info(logger.experiment)
+            info = _run_info(logger.experiment)
+            if offline_fallback(logger):  # online was asked for, the server did not answer
+                info["offline_fallback"] = offline_fallback(logger)
+            return info
     return None
 
 
@@ -125,14 +131,30 @@ def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
             STATE.signum, f"({type(first).__name__} while stopping: {first_line(first)})"
         )
         return "interrupted", interrupted.exit_code, interrupted
-    disk_full = _disk_full_error(exc)
-    if disk_full is not None:
-        return "failed", EXIT_USER_ERROR, disk_full
+    environment_error = _disk_full_error(exc) or state_dict_mismatch(exc)  # one line, not a traceback
+    if environment_error is not None:
+        return "failed", EXIT_USER_ERROR, environment_error
     if isinstance(first, UserError):
         return "failed", EXIT_USER_ERROR, first
     if isinstance(first, TrainingDiverged):
         return "failed", EXIT_DIVERGED, first
     return "failed", EXIT_CRASH, first
+
+
+def _previous_record(output_dir: Path | None) -> str | None:
+    """The run folder's metrics.json as it was before this (resumed) job started, or None."""
+    try:
+        return (output_dir / METRICS_FILE).read_text() if output_dir else None
+    except OSError:
+        return None
+
+
+def _hydra_output_subdir() -> str | None:
+    """Where Hydra recorded this job's config inside the run folder (``.hydra/resume-<time>`` for a resume)."""
+    try:
+        return HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    except ValueError:
+        return None
 
 
 def _log_to_file_only(message: str) -> None:
@@ -182,6 +204,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     record.update(started_at=round(started, 3), pid=os.getpid())
     result: dict[str, Any] = {}
     exit_code = 0
+    previous_record = _previous_record(output_dir) if is_zero and cfg.get("resume") else None
     try:
         if is_zero:
             record["code"] = record_code_version(output_dir)
@@ -206,6 +229,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         else:
             _log_to_file_only(f"error: {error}")  # the console gets the one line printed below
         _finish(record, result, output_dir, started, exit_code, cfg)
+        if is_zero and cfg.get("resume") and status == "failed" and STATE.trained_steps == 0 and output_dir:
+            set_aside_failed_resume(output_dir, _hydra_output_subdir(), previous_record)
         if foreign:
             raise
         if exit_code == EXIT_CRASH and not in_multirun():
