@@ -28,6 +28,8 @@ from imagelab.core.hydra_job import in_multirun
 from imagelab.core.requeue import requeue_slurm_job, slurm_job_id
 from imagelab.core.signals import REQUEUE_SIGNAL, STATE, install_signal_handlers, sigterm_exception_signal
 from imagelab.tasks.ddp_launch import release_distributed_job
+from imagelab.tasks.lost_rank import EXIT_LOST_RANK, lost_rank_error
+from imagelab.tasks.lost_rank import configure as configure_lost_rank_watch
 from imagelab.tasks.resume import set_aside_failed_resume, state_dict_mismatch
 from imagelab.tracking.console import prepare_console, print_results
 from imagelab.tracking.wandb_fallback import offline_fallback
@@ -131,6 +133,9 @@ def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
             STATE.signum, f"({type(first).__name__} while stopping: {first_line(first)})"
         )
         return "interrupted", interrupted.exit_code, interrupted
+    lost = lost_rank_error(exc)  # a collective failed because another DDP process died
+    if lost is not None:
+        return "failed", EXIT_LOST_RANK, lost
     environment_error = _disk_full_error(exc) or state_dict_mismatch(exc)  # one line, not a traceback
     if environment_error is not None:
         return "failed", EXIT_USER_ERROR, environment_error
@@ -185,7 +190,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     """Run ``task(cfg)`` and return its objective value (for sweepers).
 
     Exit codes (README, "Runs and failures"): 0 completed; 2 a user error (config, data, checkpoint, disk
-    full: one ``error: ...`` line); 3 the loss or weights became NaN/inf; 128 + N interrupted by signal N
+    full: one ``error: ...`` line); 3 the loss or weights became NaN/inf; 4 a DDP process died (one line
+    naming it, ``imagelab.tasks.lost_rank``); 128 + N interrupted by signal N
     (143 SIGTERM, 130 SIGINT), after ``last.ckpt`` was saved; 1 an unexpected error (with its traceback).
     Inside a multirun a failed job is recorded and the sweep goes on (the sweep itself exits non-zero at the
     end), but an interruption stops the sweep. The return value is the objective's best value, or None when
@@ -205,6 +211,10 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     result: dict[str, Any] = {}
     exit_code = 0
     previous_record = _previous_record(output_dir) if is_zero and cfg.get("resume") else None
+    configure_lost_rank_watch(
+        cfg.get("lost_rank_timeout_s"),
+        lambda error: _write_record(output_dir, {**record, "status": "failed", "error": error}),
+    )
     try:
         if is_zero:
             record["code"] = record_code_version(output_dir)
