@@ -39,11 +39,16 @@ class RankLost(Exception):
 _lost: list[str] = []
 _timeout_s = DEFAULT_TIMEOUT_S
 _forced_stop_hook: Callable[[str], None] | None = None
+_timer: threading.Timer | None = None
 
 
 def configure(timeout_s: float | None, forced_stop: Callable[[str], None] | None) -> None:
-    """Set the time rank 0 gets to end the job after a rank died, and what records a forced stop."""
-    global _timeout_s, _forced_stop_hook
+    """Set the time rank 0 gets to end the job after a rank died, and what records a forced stop (called
+    at the start of every job: the previous job's lost ranks and pending forced stop are forgotten)."""
+    global _timeout_s, _forced_stop_hook, _timer
+    if _timer is not None:
+        _timer.cancel()  # the previous job of a sweep ended by itself
+        _timer = None
     _lost.clear()
     _timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
     _forced_stop_hook = forced_stop
@@ -92,8 +97,11 @@ def _watch(observer: Any) -> bool:
     dead = [(i + 1, p) for i, p in enumerate(observer._child_processes) if p.returncode]
     if not dead:
         return False
+    global _timer
     _lost.extend(_describe(rank, p.pid, p.returncode) for rank, p in dead)
-    threading.Timer(_timeout_s, _force_stop, args=(observer,)).start()  # rank 0 normally ends before
+    _timer = threading.Timer(_timeout_s, _force_stop, args=(observer,))  # rank 0 normally ends before
+    _timer.daemon = True  # a rank 0 that ended by itself does not wait for it
+    _timer.start()
     return True
 
 
