@@ -81,6 +81,14 @@ def lr_scale_factor(rule: str, global_batch: int, base_batch: int) -> float:
     return {"none": 1.0, "linear": k, "sqrt": math.sqrt(k)}[rule]
 
 
+RANK_ENV_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+"""Where launchers put a process's rank (torchrun, Lightning's own launcher, ``srun``), in Lightning's order."""
+
+
 def env_rank() -> int:
-    """This process's rank as the launcher's environment gives it (``RANK``, else ``LOCAL_RANK``; 0 alone)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    """This process's rank as the launcher's environment gives it (the first of :data:`RANK_ENV_VARS`; 0 alone)."""
+    for name in RANK_ENV_VARS:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return 0

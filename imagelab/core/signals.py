@@ -1,8 +1,10 @@
 """Signals that stop a run: the first SIGTERM/SIGINT is recorded, and acted on at a safe point.
 
-:func:`install_signal_handlers` (called by the task wrapper) records the first SIGTERM/SIGINT. While a Trainer
-runs, ``imagelab.callbacks.graceful_interrupt.GracefulInterrupt`` raises :class:`RunInterrupted` at the end of
-the current batch (under DDP: at the next check point, the same step on every process) and saves
+:func:`install_signal_handlers` (called by the task wrapper) records the first SIGTERM/SIGINT, and inside a
+SLURM job also SIGUSR1 (``sbatch --signal=USR1@90``, ``scancel --signal=USR1``), after which the task wrapper
+requeues the job (``imagelab.core.requeue``). While a Trainer runs,
+``imagelab.callbacks.graceful_interrupt.GracefulInterrupt`` raises :class:`RunInterrupted` at the end of the
+current batch (under DDP: at the next check point, the same step on every process) and saves
 ``last.ckpt``; outside a Trainer (data loading, model building) the signal interrupts at once. A second Ctrl+C
 stops immediately. Light imports only (the task wrapper installs the handlers before torch is imported).
 """
@@ -21,6 +23,7 @@ from imagelab.core.errors import RunInterrupted
 
 log = logging.getLogger(__name__)
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+REQUEUE_SIGNAL = signal.SIGUSR1  # SLURM's warning before the time limit (sbatch --signal=USR1@<seconds>)
 
 
 class _SignalState:
@@ -43,6 +46,8 @@ STATE = _SignalState()
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     if os.getpid() != STATE.pid:  # a forked child (data-loader worker) inherited this handler: default action
+        if signum == REQUEUE_SIGNAL:
+            return  # SLURM signals every process of the step; the run's own process acts on it
         if signum == signal.SIGINT:
             signal.default_int_handler(signum, frame)
         signal.signal(signum, signal.SIG_DFL)
@@ -60,11 +65,17 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """Route SIGTERM and SIGINT of this process through the graceful stop (main thread only)."""
+    """Route SIGTERM and SIGINT of this process through the graceful stop (main thread only).
+
+    Inside a SLURM job SIGUSR1 is routed there too, unless something (e.g. submitit with
+    ``SUBMITIT_PREEMPT_SIGNAL=USR1``) handles it already; Lightning then leaves it alone as well.
+    """
     STATE.reset()
     if threading.current_thread() is threading.main_thread():
         for signum in HANDLED:
             signal.signal(signum, _handler)
+        if os.environ.get("SLURM_JOB_ID") and signal.getsignal(REQUEUE_SIGNAL) in (signal.SIG_DFL, _handler):
+            signal.signal(REQUEUE_SIGNAL, _handler)
 
 
 def received_signal() -> int | None:

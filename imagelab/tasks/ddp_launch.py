@@ -24,6 +24,7 @@ from hydra.utils import get_original_cwd, to_absolute_path
 
 import __main__
 from imagelab.core.errors import UserError
+from imagelab.tasks.lost_rank import install_lost_rank_watch
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def hydra_job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
 
 
 def install_hydra_job_subprocess_cmd() -> None:
-    """Point Lightning's subprocess launchers at :func:`hydra_job_subprocess_cmd`.
+    """Point Lightning's subprocess launchers at :func:`hydra_job_subprocess_cmd` (and their child-process
+    observer at ``lost_rank``).
 
     Also remembers the launcher's environment variables as they are before the job, for
     :func:`release_distributed_job`.
@@ -71,6 +73,7 @@ def install_hydra_job_subprocess_cmd() -> None:
 
     fabric_launcher._hydra_subprocess_cmd = hydra_job_subprocess_cmd
     pytorch_launcher._hydra_subprocess_cmd = hydra_job_subprocess_cmd
+    install_lost_rank_watch()  # a rank that dies ends the job with one line naming it
 
 
 def release_distributed_job() -> None:

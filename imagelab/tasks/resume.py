@@ -5,12 +5,17 @@ its ``.hydra/``) followed by the new ones, with ``hydra.run.dir`` set to the run
 this resumption written to ``.hydra/resume-<time>/`` (the original ``.hydra/`` stays as it was). The train
 task then continues from ``checkpoints/last.ckpt`` and logs to the same W&B run id (:func:`resume_point`).
 A SLURM job that was requeued into its folder goes through :func:`resume_point` too.
+
+A resumption that fails before its first training step (e.g. a checkpoint that does not fit the changed
+model: :func:`state_dict_mismatch` turns PyTorch's error into one line) leaves the folder as it found it
+(:func:`set_aside_failed_resume`), so a later ``resume=`` replays only the run's own overrides.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from imagelab.core.atomic import atomic_write_text
 from imagelab.core.constants import HYDRA_DIR, METRICS_FILE
 from imagelab.core.errors import UserError
 from imagelab.core.run_dirs import resolve_resume_dir
@@ -116,3 +122,58 @@ def resume_point(resume: str | None, output_dir: Path, requeued: bool = False) -
     if not checkpoint.is_file():
         raise UserError(f"cannot resume: {checkpoint} does not exist")
     return ResumePoint(checkpoint=checkpoint, wandb_id=_wandb_id(run_dir))
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
+    r"the shape in current model is torch\.Size\((\[[^\]]*\])\)"
+)
+_KEY_LIST = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]+\"(?:, )?)+)")
+SHOWN_KEYS = 4  # mismatched keys named in the one-line error; the rest are counted
+
+
+def state_dict_mismatch(exc: BaseException) -> UserError | None:
+    """A one-line UserError naming the mismatched keys when ``exc`` (or its cause) is PyTorch's "Error(s) in
+    loading state_dict" (a checkpoint of another network shape), else None."""
+    current: BaseException | None = exc
+    for _ in range(20):
+        if current is None:
+            return None
+        text = str(current)
+        if isinstance(current, RuntimeError) and text.startswith("Error(s) in loading state_dict"):
+            break
+        current = current.__cause__ or current.__context__
+    else:
+        return None
+    problems = [
+        f"{key} {ckpt} in the checkpoint, {model} in the model"
+        for key, ckpt, model in _SIZE_MISMATCH.findall(text)
+    ]
+    for kind, keys in _KEY_LIST.findall(text):
+        where = "missing from the checkpoint" if kind == "Missing" else "not in the model"
+        problems += [f"{key} {where}" for key in re.findall(r"\"([^\"]+)\"", keys)]
+    shown = "; ".join(problems[:SHOWN_KEYS]) + (
+        f"; and {len(problems) - SHOWN_KEYS} more" if len(problems) > SHOWN_KEYS else ""
+    )
+    return UserError(
+        f"the checkpoint does not fit the configured model ({shown}): use the model settings it was trained "
+        "with (a resume replays the run's own; drop the model overrides given with it)"
+    )
+
+
+FAILED_RESUME_PREFIX = "failed-"  # .hydra/failed-resume-<time>/: a resumption that failed before training
+
+
+def set_aside_failed_resume(output_dir: Path, output_subdir: str | None, previous_record: str | None) -> None:
+    """Leave a run folder as it was before a resumption that failed before its first training step.
+
+    The attempt's Hydra record ``.hydra/resume-<time>/`` becomes ``.hydra/failed-resume-<time>/`` (kept for
+    reference; :func:`resume_argv` replays only ``resume-*``), and ``metrics.json`` gets its previous content
+    back (status and W&B run id of the run itself), so the next ``resume=`` starts from the same state.
+    """
+    if output_subdir:
+        attempt = output_dir / output_subdir
+        if attempt.is_dir() and attempt.parent.name == HYDRA_DIR and attempt.name.startswith("resume-"):
+            attempt.rename(attempt.with_name(FAILED_RESUME_PREFIX + attempt.name))
+    if previous_record is not None:
+        atomic_write_text(output_dir / METRICS_FILE, previous_record)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from imagelab.config.config_check import check_config
@@ -24,9 +25,14 @@ from imagelab.core.constants import METRICS_FILE
 from imagelab.core.distributed import env_rank
 from imagelab.core.errors import RunInterrupted, TrainingDiverged, UserError, first_line
 from imagelab.core.hydra_job import in_multirun
-from imagelab.core.signals import STATE, install_signal_handlers, sigterm_exception_signal
+from imagelab.core.requeue import requeue_slurm_job, slurm_job_id
+from imagelab.core.signals import REQUEUE_SIGNAL, STATE, install_signal_handlers, sigterm_exception_signal
 from imagelab.tasks.ddp_launch import release_distributed_job
+from imagelab.tasks.lost_rank import EXIT_LOST_RANK, lost_rank_error
+from imagelab.tasks.lost_rank import configure as configure_lost_rank_watch
+from imagelab.tasks.resume import set_aside_failed_resume, state_dict_mismatch
 from imagelab.tracking.console import prepare_console, print_results
+from imagelab.tracking.wandb_fallback import offline_fallback
 from imagelab.tracking.wandb_files import attach_run_files
 
 log = logging.getLogger(__name__)
@@ -43,7 +49,10 @@ def _run_info(run: Any) -> dict[str, Any]:
 def _wandb_info(loggers: list[Any]) -> dict[str, Any] | None:
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            return _run_info(logger.experiment)
+            info = _run_info(logger.experiment)
+            if offline_fallback(logger):  # online was asked for, the server did not answer
+                info["offline_fallback"] = offline_fallback(logger)
+            return info
     return None
 
 
@@ -124,14 +133,33 @@ def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
             STATE.signum, f"({type(first).__name__} while stopping: {first_line(first)})"
         )
         return "interrupted", interrupted.exit_code, interrupted
-    disk_full = _disk_full_error(exc)
-    if disk_full is not None:
-        return "failed", EXIT_USER_ERROR, disk_full
+    lost = lost_rank_error(exc)  # a collective failed because another DDP process died
+    if lost is not None:
+        return "failed", EXIT_LOST_RANK, lost
+    environment_error = _disk_full_error(exc) or state_dict_mismatch(exc)  # one line, not a traceback
+    if environment_error is not None:
+        return "failed", EXIT_USER_ERROR, environment_error
     if isinstance(first, UserError):
         return "failed", EXIT_USER_ERROR, first
     if isinstance(first, TrainingDiverged):
         return "failed", EXIT_DIVERGED, first
     return "failed", EXIT_CRASH, first
+
+
+def _previous_record(output_dir: Path | None) -> str | None:
+    """The run folder's metrics.json as it was before this (resumed) job started, or None."""
+    try:
+        return (output_dir / METRICS_FILE).read_text() if output_dir else None
+    except OSError:
+        return None
+
+
+def _hydra_output_subdir() -> str | None:
+    """Where Hydra recorded this job's config inside the run folder (``.hydra/resume-<time>`` for a resume)."""
+    try:
+        return HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    except ValueError:
+        return None
 
 
 def _log_to_file_only(message: str) -> None:
@@ -162,7 +190,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     """Run ``task(cfg)`` and return its objective value (for sweepers).
 
     Exit codes (README, "Runs and failures"): 0 completed; 2 a user error (config, data, checkpoint, disk
-    full: one ``error: ...`` line); 3 the loss or weights became NaN/inf; 128 + N interrupted by signal N
+    full: one ``error: ...`` line); 3 the loss or weights became NaN/inf; 4 a DDP process died (one line
+    naming it, ``imagelab.tasks.lost_rank``); 128 + N interrupted by signal N
     (143 SIGTERM, 130 SIGINT), after ``last.ckpt`` was saved; 1 an unexpected error (with its traceback).
     Inside a multirun a failed job is recorded and the sweep goes on (the sweep itself exits non-zero at the
     end), but an interruption stops the sweep. The return value is the objective's best value, or None when
@@ -181,6 +210,11 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     record.update(started_at=round(started, 3), pid=os.getpid())
     result: dict[str, Any] = {}
     exit_code = 0
+    previous_record = _previous_record(output_dir) if is_zero and cfg.get("resume") else None
+    configure_lost_rank_watch(
+        cfg.get("lost_rank_timeout_s"),
+        lambda error: _write_record(output_dir, {**record, "status": "failed", "error": error}),
+    )
     try:
         if is_zero:
             record["code"] = record_code_version(output_dir)
@@ -205,6 +239,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
         else:
             _log_to_file_only(f"error: {error}")  # the console gets the one line printed below
         _finish(record, result, output_dir, started, exit_code, cfg)
+        if is_zero and cfg.get("resume") and status == "failed" and STATE.trained_steps == 0 and output_dir:
+            set_aside_failed_resume(output_dir, _hydra_output_subdir(), previous_record)
         if foreign:
             raise
         if exit_code == EXIT_CRASH and not in_multirun():
@@ -213,6 +249,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             raise error from None
         if isinstance(error, RunInterrupted):
             _print_interrupted(error, output_dir)
+            if error.signum == REQUEUE_SIGNAL and slurm_job_id() and env_rank() == 0:
+                print(requeue_slurm_job(), file=sys.stderr)  # SLURM's time warning or a preemption notice
             raise SystemExit(exit_code) from None
         if not in_multirun():
             if exit_code != EXIT_CRASH:
@@ -252,6 +290,9 @@ def _finish(
         if not completed and STATE.trained_steps == 0 and record["status"] == "failed":
             finish_wandb(exit_code)
             wandb_info = _discard_empty_wandb_run(wandb_info)
+        trainer = result.get("trainer")
+        if trainer is not None:
+            record["world_size"] = int(getattr(trainer, "world_size", 1))  # processes that trained together
         record.update(
             {k: result[k] for k in ("objective", "metrics", "best_checkpoint") if k in result},
             wandb=wandb_info,

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imagelab.config.instantiation import instantiate_node, target_nodes
 from imagelab.tracking.console import quiet_wandb_logger
+from imagelab.tracking.wandb_fallback import start_online_or_offline
 from imagelab.tracking.wandb_mode import resolve_wandb_mode
 
 
@@ -30,10 +31,15 @@ def wandb_run_name_and_group() -> tuple[str | None, str | None]:
     return name, group
 
 
+def _build(node: DictConfig, name: str) -> Any:
+    return quiet_wandb_logger(instantiate_node(node, f"logger.{name}"))
+
+
 def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = None) -> list[Any]:
     """Instantiate the configured Lightning loggers; W&B's ``mode: auto`` is resolved without a login prompt.
 
-    ``wandb_id`` continues that W&B run (a resumed or requeued run logs to the run it started).
+    ``wandb_id`` continues that W&B run (a resumed or requeued run logs to the run it started). An online W&B
+    run whose server does not answer continues offline under the same id (``wandb_fallback``).
     """
     loggers: list[Any] = []
     for name, node in target_nodes(logger_cfg, "logger"):
@@ -51,5 +57,7 @@ def instantiate_loggers(logger_cfg: DictConfig | None, wandb_id: str | None = No
                 if wandb_id:
                     node.id, node.resume = wandb_id, "allow"
                 os.makedirs(node.save_dir, exist_ok=True)
-        loggers.append(quiet_wandb_logger(instantiate_node(node, f"logger.{name}")))
+            loggers.append(start_online_or_offline(node, lambda n, name=name: _build(n, name)))
+            continue
+        loggers.append(_build(node, name))
     return loggers

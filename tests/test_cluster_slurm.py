@@ -1,0 +1,157 @@
+"""Multi-node DDP, requeue and submitit sweeps on a real SLURM scheduler: the local two-node cluster.
+
+The module starts the cluster with ``scripts/cluster/local_slurm.sh start`` (installing slurm-wlm and munge
+when missing) and skips when that is impossible (not root). Jobs are tiny: a 4-layer, 8-channel DnCNN for two
+epochs of 96 patches, the same experiment as tests/test_ddp_equivalence.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.runs import run_script, single_run_dir
+from tests.test_ddp_equivalence import COMMON
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+LOCAL_SLURM = REPO_ROOT / "scripts" / "cluster" / "local_slurm.sh"
+TRAIN_SBATCH = REPO_ROOT / "scripts" / "cluster" / "train.sbatch"
+ON_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", "print_config=false"]
+PAUSE = "tests.helpers.cluster_faults.PauseForSignalAtStep"
+PAUSE_STEP = 8  # epoch 2 of 2 (96 patches / global batch 16 = 6 steps per epoch)
+JOB_LIMIT_S = 600
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """The local two-node cluster, started (idempotently) by the script users run."""
+    if os.geteuid() != 0:
+        pytest.skip(
+            "the local SLURM cluster needs root (local_slurm.sh installs packages and starts daemons)"
+        )
+    proc = subprocess.run([str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "n[1-2]" in proc.stdout and "idle" in proc.stdout, proc.stdout
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHON": sys.executable}
+
+
+def _sbatch(run_dir: Path, *overrides: str, wait: bool) -> subprocess.CompletedProcess[str]:
+    """Submit scripts/cluster/train.sbatch from the repository root, as its header says."""
+    cmd = ["sbatch", "--parsable", f"--output={run_dir.parent}/slurm-%j.out", *(["--wait"] if wait else [])]
+    proc = subprocess.run(
+        [*cmd, str(TRAIN_SBATCH), *COMMON, *ON_CPU, "data.batch_size=8", *overrides],
+        cwd=REPO_ROOT,
+        env={**_env(), "RUN_DIR": str(run_dir)},
+        capture_output=True,
+        text=True,
+        timeout=JOB_LIMIT_S,
+    )
+    return proc
+
+
+def _job_state(job: str) -> tuple[str, str]:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], capture_output=True, text=True)
+    parts = out.stdout.split()
+    return (parts[0], parts[1]) if len(parts) >= 2 else ("GONE", "")
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The experiment on 2 nodes x 1 process (gloo, batch 8 each) and on one process (batch 16)."""
+    root = tmp_path_factory.mktemp("slurm")
+    run_dir = root / "run"
+    proc = _sbatch(run_dir, wait=True)
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in root.glob("slurm-*.out"))
+    single_root = tmp_path_factory.mktemp("single")
+    run_script(
+        "train.py", *COMMON, *ON_CPU, "trainer=cpu", "data.batch_size=16", cwd=single_root, timeout=400
+    )
+    return {"root": root, "run_dir": run_dir, "single": single_run_dir(single_root)}
+
+
+def test_two_nodes_under_slurm_match_one_process_and_write_one_run(two_nodes: dict) -> None:
+    run_dir = two_nodes["run_dir"]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["world_size"] == 2
+    assert sorted(p.name for p in two_nodes["root"].iterdir() if p.is_dir()) == ["run"]  # one run folder
+    runs = find_offline_runs(two_nodes["root"])
+    assert len(runs) == 1 and Path(runs[0]).name.endswith(record["wandb"]["id"])  # one W&B run
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2  # best + last, by rank 0 only
+    history = read_offline_run(runs[0])["history"]
+    assert len([row for row in history if "val/psnr" in row]) == 2  # one per epoch, logged once
+
+    single = json.loads((two_nodes["single"] / "metrics.json").read_text())["metrics"]
+    ddp = record["metrics"]
+    assert single["val/psnr"] > single["val/psnr_noisy"] + 0.1  # training moved the weights
+    for key in ("val/psnr", "val/psnr_noisy", "test/psnr", "test/psnr_noisy"):
+        assert ddp[key] == pytest.approx(single[key], abs=2e-3), key
+    for key in ("val/ssim", "test/ssim"):
+        assert ddp[key] == pytest.approx(single[key], abs=2e-4), key
+
+
+def test_usr1_saves_requeues_and_continues_in_the_same_folder_and_wandb_run(
+    two_nodes: dict, tmp_path: Path
+) -> None:
+    run_dir, marker = tmp_path / "run", tmp_path / "paused"
+    pause = [f"+callbacks.fault._target_={PAUSE}", f"+callbacks.fault.step={PAUSE_STEP}"]
+    proc = _sbatch(run_dir, *pause, f"+callbacks.fault.marker={marker}", wait=False)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip()
+    deadline = time.monotonic() + JOB_LIMIT_S
+    while not marker.exists():
+        assert time.monotonic() < deadline and _job_state(job)[0] != "GONE", "the job never reached the step"
+        time.sleep(1)
+    interrupted_id = None
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    while (state := _job_state(job))[0] != "GONE":
+        assert time.monotonic() < deadline, f"job {job} still {state} after {JOB_LIMIT_S} s"
+        if state == ("PENDING", "BeginTime"):  # SLURM holds a requeued job for a while: start it now
+            record = json.loads((run_dir / "metrics.json").read_text())
+            interrupted_id = interrupted_id or (record["status"], record["signal"], record["wandb"]["id"])
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+        time.sleep(1)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "SIGUSR1 received" in log and f"requeued SLURM job {job}" in log, log[-3000:]
+    assert interrupted_id is not None and interrupted_id[:2] == ("interrupted", "SIGUSR1")
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["status"] == "completed" and final["wandb"]["id"] == interrupted_id[2]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
+    whole = json.loads((two_nodes["run_dir"] / "metrics.json").read_text())["metrics"]
+    for key in ("val/psnr_best", "test/psnr", "test/ssim"):
+        assert final["metrics"][key] == pytest.approx(whole[key], abs=1e-4), key
+
+
+def test_a_submitit_sweep_runs_three_slurm_jobs_in_one_wandb_group(cluster: None, tmp_path: Path) -> None:
+    tiny = [*COMMON, *ON_CPU, "trainer.max_epochs=1", "data.patches_per_epoch=32"]
+    proc = run_script(
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "seed=1,2,3",
+        *tiny,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=JOB_LIMIT_S,
+    )
+    [sweep] = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    records = [json.loads((p / "metrics.json").read_text()) for p in jobs]
+    assert [r["status"] for r in records] == ["completed"] * 3
+    assert len({r["wandb"]["group"] for r in records}) == 1 and records[0]["wandb"]["group"]
+    assert len({r["wandb"]["id"] for r in records}) == 3
+    assert len(list((sweep / ".submitit").glob("*_*/*_result.pkl"))) == 3  # three SLURM array tasks
+    assert proc.stdout.count("Bypassing sacct error") + proc.stderr.count("Bypassing sacct error") == 0
+    report = run_script("summarize.py", str(sweep), cwd=tmp_path)
+    assert "best job: " in report.stdout and (sweep / "summary.md").is_file()

@@ -1,0 +1,84 @@
+"""torchrun across two "nodes" on this machine: two launches with --node-rank 0 and 1 train one job.
+
+Same experiment and expectations as tests/test_ddp_equivalence.py: 2 gloo processes x batch 8 equal one
+process x batch 16, in one run folder with one W&B run and rank 0's checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagelab.tracking.wandb_offline import find_offline_runs
+from tests.helpers.paths import REPO_ROOT, SCRIPTS
+from tests.helpers.runs import run_script, single_run_dir
+from tests.test_ddp_equivalence import COMMON
+
+ON_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", "print_config=false"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun_node(rank: int, port: int, run_dir: Path) -> subprocess.Popen[str]:
+    torchrun = shutil.which("torchrun")
+    cmd = [
+        *([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]),
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        f"--node-rank={rank}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        str(SCRIPTS / "train.py"),
+        "trainer=ddp_multinode",
+        "trainer.num_nodes=2",
+        "trainer.devices=1",
+        f"hydra.run.dir={run_dir}",
+        *COMMON,
+        *ON_CPU,
+        "data.batch_size=8",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        cmd, env=env, cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_match_one_process_and_write_one_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "torchrun" / "run"
+    run_dir.parent.mkdir()
+    port = _free_port()
+    nodes = [_torchrun_node(rank, port, run_dir) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=500) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    single_root = tmp_path / "single"
+    single_root.mkdir()
+    run_script(
+        "train.py", *COMMON, *ON_CPU, "trainer=cpu", "data.batch_size=16", cwd=single_root, timeout=400
+    )
+
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["world_size"] == 2
+    assert [p.name for p in run_dir.parent.iterdir()] == ["run"]
+    runs = find_offline_runs(run_dir.parent)
+    assert len(runs) == 1 and Path(runs[0]).name.endswith(record["wandb"]["id"])
+    assert len(list((run_dir / "checkpoints").glob("*.ckpt"))) == 2  # best + last, by rank 0 only
+    single = json.loads((single_run_dir(single_root) / "metrics.json").read_text())["metrics"]
+    ddp = record["metrics"]
+    assert single["val/psnr"] > single["val/psnr_noisy"] + 0.1
+    for key in ("val/psnr", "val/psnr_noisy", "test/psnr", "test/psnr_noisy"):
+        assert ddp[key] == pytest.approx(single[key], abs=2e-3), key
+    for key in ("val/ssim", "test/ssim"):
+        assert ddp[key] == pytest.approx(single[key], abs=2e-4), key
