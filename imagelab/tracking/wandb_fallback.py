@@ -13,7 +13,6 @@ import contextlib
 import secrets
 import shutil
 import string
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from imagelab.core.distributed import env_rank
 from imagelab.core.errors import first_line
+from imagelab.tracking.console import say
 
 FALLBACK_ATTRIBUTE = "offline_fallback"
 """Attribute of a WandbLogger that fell back to offline: why (the server's error, one line)."""
@@ -74,10 +74,9 @@ def start_online_or_offline(node: DictConfig, build: Callable[[DictConfig], Any]
     setattr(logger, FALLBACK_ATTRIBUTE, reason)
     wait = (node.get("settings") or {}).get("init_timeout")
     waited = f" within {wait} s" if wait is not None else ""
-    print(
+    say(
         f"W&B server not reachable{waited} ({reason}); logging offline as run {node.id}, upload it later "
         f"with: wandb sync {run_dir}",
-        file=sys.stderr,
-        flush=True,
+        err=True,
     )
     return logger
