@@ -100,7 +100,7 @@ def bm3d_denoise(noisy: np.ndarray, sigma: float | None = None) -> np.ndarray:
 
     A 3-channel image goes through CBM3D (``bm3d.bm3d_rgb``: grouping on luminance, filtering in the opponent
     colour space); gray images, and each channel of 1- or 4-channel images, through gray BM3D. Returns the
-    input's shape and float dtype, clipped to [0, 1]. About 4 s of CPU per 256x256 gray image and 10 s per
+    input's shape and float dtype, clipped to [0, 1]. About 4 s of CPU per 256x256 gray image and 12 s per
     colour one (docs/photos.md).
     """
     # lazy: importing bm3d costs ~3 s (scipy.signal, bm4d), paid only by runs that score this baseline
