@@ -14,6 +14,7 @@ from imagelab.kinds.base import EvalResults, PrunePlan, Runner, TaskKind, unsupp
 from imagelab.kinds.denoising_baselines import known_sigma, score_baselines
 from imagelab.kinds.report import Column, rows_table
 from imagelab.tracking.console import show
+from lightning_modules.classical_denoisers import below_reference
 from lightning_modules.denoiser import DenoiserModule
 from lightning_modules.tta import ImageOutputs
 
@@ -86,7 +87,14 @@ class DenoisingKind(TaskKind):
                 (f"baseline: {n}", {"test/psnr": s["psnr"], "test/ssim": s["ssim"]})
                 for n, s in baselines.items()
             ],
-            *[(label if label != "model" else f"model: {net_name}", s) for label, s in results.rows],
+            *[
+                (
+                    (label if label != "model" else f"model: {net_name}")
+                    + below_reference(s.get("test/psnr"), baselines),
+                    s,
+                )
+                for label, s in results.rows
+            ],  # a result that loses to the reference baseline (BM3D) says so
         ]
         columns = [Column("test/psnr", "PSNR (dB)", 10, 2), Column("test/ssim", "SSIM", 9, 4)]
         show(rows_table(table, columns, label_width=22, first="method", missing=None))

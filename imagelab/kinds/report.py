@@ -22,7 +22,11 @@ def rows_table(
     first: str = "model",
     missing: float | None = float("nan"),
 ) -> str:
-    """The table of ``rows`` (label, metrics); a metric a row lacks prints as ``missing`` (None: ``-``)."""
+    """The table of ``rows`` (label, metrics); a metric a row lacks prints as ``missing`` (None: ``-``).
+
+    ``label_width`` is the label column's least width; longer labels widen it, so the columns stay aligned.
+    """
+    label_width = max(label_width, *(len(label) + 2 for label, _ in rows)) if rows else label_width
     lines = [f"{first:<{label_width}}" + "".join(f"{c.title:>{c.width}}" for c in columns)]
     for label, scores in rows:
         cells = ""
