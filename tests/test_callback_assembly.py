@@ -56,6 +56,7 @@ def test_callbacks_come_in_the_documented_order() -> None:
         "RunConfigInCheckpoint",
         "ParameterCountLogger",
         "GracefulInterrupt",
+        "SkipNoOpStepHooks",
         "SpeedSwitches",
         "LRScaling",
     ]

@@ -13,8 +13,7 @@ import torch
 
 from imagelab.tasks.resume import state_dict_mismatch
 from tests.helpers.overrides import FAST_DENOISE
-from tests.helpers.runs import run_script, single_run_dir
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers.runs import assert_one_line_error, run_script, single_run_dir
 
 TINY = [
     *FAST_DENOISE,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
+from tests.helpers.overrides import DDP_EQUALITY as COMMON
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.runs import run_script, single_run_dir
-from tests.test_ddp_equivalence import COMMON
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 LOCAL_SLURM = REPO_ROOT / "scripts" / "cluster" / "local_slurm.sh"
@@ -105,6 +105,9 @@ def test_usr1_saves_requeues_and_continues_in_the_same_folder_and_wandb_run(
 ) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     pause = [f"+callbacks.fault._target_={PAUSE}", f"+callbacks.fault.step={PAUSE_STEP}"]
+    # the ranks agree on a signal at check points: every 2 batches here, so the stop falls mid-epoch (step 8)
+    # and the requeued job still has training and the epoch's validation to do
+    pause.append("guard_every_n_steps=2")
     proc = _sbatch(run_dir, *pause, f"+callbacks.fault.marker={marker}", wait=False)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()

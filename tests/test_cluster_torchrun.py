@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs
+from tests.helpers.overrides import DDP_EQUALITY as COMMON
 from tests.helpers.paths import REPO_ROOT, SCRIPTS
 from tests.helpers.runs import run_script, single_run_dir
-from tests.test_ddp_equivalence import COMMON
 
 ON_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", "print_config=false"]
 

@@ -16,30 +16,9 @@ import torch
 from datamodules.denoising import DenoisingDataModule
 from imagelab.core.errors import UserError
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
-from tests.helpers.overrides import QUIET
+from tests.helpers.overrides import DDP_EQUALITY as COMMON
+from tests.helpers.overrides import DDP_SPLIT as SPLIT
 from tests.helpers.runs import read_metrics, run_script, single_run_dir
-
-SPLIT = {
-    "train": ["brick", "cell", "clock", "grass", "gravel", "page"],
-    "val": ["coins", "moon", "camera"],  # 3 images on 2 processes: rank 0 scores 2, rank 1 scores 1
-    "test": ["astronaut", "chelsea", "rocket"],
-}
-COMMON = [
-    "logger=wandb",
-    *QUIET,
-    "trainer.max_epochs=2",
-    "data.patches_per_epoch=96",
-    "data.eval_crop=64",
-    "data.eval_batch_size=1",  # uneven numbers of eval batches per process (2 and 1)
-    f"data.source.images.train=[{','.join(SPLIT['train'])}]",
-    f"data.source.images.val=[{','.join(SPLIT['val'])}]",
-    f"data.source.images.test=[{','.join(SPLIT['test'])}]",
-    "model.net.depth=4",
-    "model.net.width=8",
-    "model.net.batch_norm=false",
-    "model.num_panels=0",
-    "tags=[pytest]",
-]
 
 
 class _FakeTrainer:

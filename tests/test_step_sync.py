@@ -24,6 +24,7 @@ from imagelab.core.errors import TrainingDiverged  # noqa: E402
 from lightning_modules.denoiser import DenoiserModule  # noqa: E402
 from tests.helpers.fault_injection import PoisonWeightsAtStep  # noqa: E402
 from tests.helpers.overrides import FAST_DENOISE  # noqa: E402
+from tests.helpers.paths import REPO_ROOT  # noqa: E402
 from tests.helpers.runs import run_script  # noqa: E402
 from tests.helpers.sync_counting import SyncCounter  # noqa: E402
 
@@ -111,6 +112,7 @@ def test_ddp_runs_no_collective_and_no_host_read_per_step(tmp_path: Path) -> Non
         "+callbacks.sync_counter._target_=tests.helpers.sync_counting.SyncCounter",
         f"+callbacks.sync_counter.path={counts}",
         cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT)},  # the counter lives in tests.helpers
     )
     for rank in (0, 1):
         windows = json.loads(Path(f"{counts}.rank{rank}").read_text())

@@ -66,3 +66,27 @@ FOUR_STEP_DENOISE = [
 
 # Two epochs of the small CNN on scikit-learn's digits: ~94 % test accuracy, seconds on a CPU core.
 DIGITS = ["experiment=digits_small_cnn", "logger=none", *QUIET, "trainer.max_epochs=2"]
+
+
+DDP_SPLIT = {  # the DDP equality runs' images: uneven per-process eval shares
+    "train": ["brick", "cell", "clock", "grass", "gravel", "page"],
+    "val": ["coins", "moon", "camera"],  # 3 images on 2 processes: rank 0 scores 2, rank 1 scores 1
+    "test": ["astronaut", "chelsea", "rocket"],
+}
+# A tiny run whose val/test metrics must be the same on 1 process and on 2 (DDP equality tests)
+DDP_EQUALITY = [
+    "logger=wandb",
+    *QUIET,
+    "trainer.max_epochs=2",
+    "data.patches_per_epoch=96",
+    "data.eval_crop=64",
+    "data.eval_batch_size=1",  # uneven numbers of eval batches per process (2 and 1)
+    f"data.source.images.train=[{','.join(DDP_SPLIT['train'])}]",
+    f"data.source.images.val=[{','.join(DDP_SPLIT['val'])}]",
+    f"data.source.images.test=[{','.join(DDP_SPLIT['test'])}]",
+    "model.net.depth=4",
+    "model.net.width=8",
+    "model.net.batch_norm=false",
+    "model.num_panels=0",
+    "tags=[pytest]",
+]
