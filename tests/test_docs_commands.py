@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.config_compose import Composer
+from tests.helpers.overrides import TINY_DENOISE as TINY
 from tests.helpers.paths import CONF_DIR, REPO_ROOT
 from tests.helpers.runs import run_script
 
@@ -48,18 +49,6 @@ ELLIPSIS_KEYS = {  # what `key=...` stands for in the docs
     "input": "photo.png",
 }
 PLACEHOLDERS = {"<sweep id>": "sweep1", "<name>": "workspace", "<you>": "me"}
-TINY = [
-    "logger=csv",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "data.patches_per_epoch=32",
-    "data.batch_size=16",
-    "data.eval_crop=32",
-    "model.net.depth=2",
-    "model.net.width=4",
-]
 
 
 @dataclass

@@ -22,24 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.overrides import TINY_DENOISE as TINY
 from tests.helpers.paths import SCRIPTS
 from tests.helpers.runs import run_script
 
 pytestmark = pytest.mark.slow  # trains a tiny denoiser and starts three servers (about 2 min on 2 cores)
 
 STOP_LIMIT_S = 10.0
-TINY = [
-    "logger=csv",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "data.patches_per_epoch=32",
-    "data.batch_size=16",
-    "data.eval_crop=32",
-    "model.net.depth=2",
-    "model.net.width=4",
-]
 
 
 def _png(array: np.ndarray) -> bytes:

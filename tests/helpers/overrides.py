@@ -90,3 +90,17 @@ DDP_EQUALITY = [
     "model.num_panels=0",
     "tags=[pytest]",
 ]
+
+# The smallest denoiser run that still writes every file (docs commands, the server's tests)
+TINY_DENOISE = [
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "data.patches_per_epoch=32",
+    "data.batch_size=16",
+    "data.eval_crop=32",
+    "model.net.depth=2",
+    "model.net.width=4",
+]

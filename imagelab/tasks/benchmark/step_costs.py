@@ -23,14 +23,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer import call
 from torchmetrics import Metric
 
-STEP_HOOKS = (
-    "on_train_batch_start",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_before_zero_grad",
-    "on_train_batch_end",
-)
+from imagelab.callbacks.step_hooks import STEP_HOOKS
 
 
 class StepCostMeter(pl.Callback):
