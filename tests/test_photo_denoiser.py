@@ -13,8 +13,10 @@ import torch
 from skimage import data
 
 from datamodules.image_io import read_image, write_image
-from tests.conftest import compose
-from tests.helpers.in_process import restore_torch_flags, train_in_process  # noqa: F401 (autouse fixture)
+from tests.helpers.compose import compose
+from tests.helpers.in_process import train_in_process
+
+pytestmark = pytest.mark.usefixtures("restore_torch_flags")
 
 # the experiment with a narrow UNet on 32x32 patches, 3 x 256 steps (~40 s of CPU), 64x64 eval crops
 SHORT = [
@@ -54,6 +56,7 @@ def photo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return train_in_process(tmp_path_factory.mktemp("photo"), *SHORT)
 
 
+@pytest.mark.slow
 def test_a_short_run_learns_in_colour(photo_run: dict) -> None:
     m = photo_run["metrics"]
     # test: camera, astronaut, chelsea in colour at sigma 25 (noisy input ~20.6 dB)
@@ -63,6 +66,7 @@ def test_a_short_run_learns_in_colour(photo_run: dict) -> None:
     assert ckpt["run_config"]["data"]["channels"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [15, 50])
 def test_the_blind_model_is_scored_at_several_sigma_beside_bm3d(
     photo_run: dict, sigma: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -93,6 +97,7 @@ def test_the_blind_model_is_scored_at_several_sigma_beside_bm3d(
     assert m["test/psnr"] > noisy + (0.8 if sigma < 25 else 1.5)
 
 
+@pytest.mark.slow
 def test_denoise_keeps_a_16_bit_colour_photo(photo_run: dict, tmp_path: Path) -> None:
     from imagelab.tasks.inference import denoise_files
 
