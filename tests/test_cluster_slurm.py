@@ -210,3 +210,18 @@ def test_a_submitit_sweep_runs_three_slurm_jobs_in_one_wandb_group(cluster: None
     assert proc.stdout.count("Bypassing sacct error") + proc.stderr.count("Bypassing sacct error") == 0
     report = run_script("summarize.py", str(sweep), cwd=tmp_path)
     assert "best job: " in report.stdout and (sweep / "summary.md").is_file()
+
+
+def test_a_failing_slurm_sweep_job_is_named_and_the_sweep_exits_1(cluster: None, tmp_path: Path) -> None:
+    tiny = [*COMMON, *ON_CPU, "trainer.max_epochs=1", "data.patches_per_epoch=32"]
+    # job 1 gets width 0, which the network rejects inside its SLURM job
+    args = ["-m", "hydra/launcher=slurm_cpu", *tiny, "model.net.width=8,0"]  # after COMMON's width
+    proc = run_script("train.py", *args, cwd=tmp_path, env=_env(), timeout=JOB_LIMIT_S, check=False)
+    out = proc.stdout + proc.stderr
+    [sweep] = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert proc.returncode == 1, out[-4000:]
+    assert "1 of 2 jobs did not complete" in out and str(sweep / "1" / "metrics.json") in out, out[-4000:]
+    assert str(sweep / "0" / "metrics.json") not in out
+    failed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "width must be >= 1" in failed["error"]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
