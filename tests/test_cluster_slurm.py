@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,16 +40,23 @@ def cluster() -> None:
         )
     proc = subprocess.run([str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "n[1-2]" in proc.stdout and "idle" in proc.stdout, proc.stdout
+    # both nodes up: idle, or busy with another job (ours then wait in the queue)
+    assert "n[1-2]" in proc.stdout and re.search(r" (idle|alloc|mix|comp)\S* +n\[1-2\]", proc.stdout), (
+        proc.stdout
+    )
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHON": sys.executable}
 
 
-def _sbatch(run_dir: Path, *overrides: str, wait: bool) -> subprocess.CompletedProcess[str]:
-    """Submit scripts/cluster/train.sbatch from the repository root, as its header says."""
+def _sbatch(
+    run_dir: Path, *overrides: str, wait: bool, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Submit scripts/cluster/train.sbatch from the repository root, as its header says; ``options`` are
+    sbatch options (they override the script's ``#SBATCH`` lines)."""
     cmd = ["sbatch", "--parsable", f"--output={run_dir.parent}/slurm-%j.out", *(["--wait"] if wait else [])]
+    cmd += list(options)
     proc = subprocess.run(
         [*cmd, str(TRAIN_SBATCH), *COMMON, *ON_CPU, "data.batch_size=8", *overrides],
         cwd=REPO_ROOT,
@@ -100,39 +108,86 @@ def test_two_nodes_under_slurm_match_one_process_and_write_one_run(two_nodes: di
         assert ddp[key] == pytest.approx(single[key], abs=2e-4), key
 
 
-def test_usr1_saves_requeues_and_continues_in_the_same_folder_and_wandb_run(
-    two_nodes: dict, tmp_path: Path
-) -> None:
+def _start_paused(tmp_path: Path, options: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """Submit the 2-node job paused after step PAUSE_STEP until it gets a signal; its run folder and job id,
+    once it reached that step."""
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     pause = [f"+callbacks.fault._target_={PAUSE}", f"+callbacks.fault.step={PAUSE_STEP}"]
     # the ranks agree on a signal at check points: every 2 batches here, so the stop falls mid-epoch (step 8)
     # and the requeued job still has training and the epoch's validation to do
     pause.append("guard_every_n_steps=2")
-    proc = _sbatch(run_dir, *pause, f"+callbacks.fault.marker={marker}", wait=False)
+    proc = _sbatch(run_dir, *pause, f"+callbacks.fault.marker={marker}", wait=False, options=options)
     assert proc.returncode == 0, proc.stderr
     job = proc.stdout.strip()
     deadline = time.monotonic() + JOB_LIMIT_S
     while not marker.exists():
         assert time.monotonic() < deadline and _job_state(job)[0] != "GONE", "the job never reached the step"
         time.sleep(1)
-    interrupted_id = None
-    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    return run_dir, job
+
+
+def _wait_until_gone(job: str, run_dir: Path) -> tuple[str, str, str] | None:
+    """Wait for the job to end, starting it at once whenever SLURM holds it after a requeue; the run's
+    (status, signal, W&B id) while it was held, None when it never was."""
+    deadline, interrupted = time.monotonic() + JOB_LIMIT_S, None
     while (state := _job_state(job))[0] != "GONE":
         assert time.monotonic() < deadline, f"job {job} still {state} after {JOB_LIMIT_S} s"
         if state == ("PENDING", "BeginTime"):  # SLURM holds a requeued job for a while: start it now
             record = json.loads((run_dir / "metrics.json").read_text())
-            interrupted_id = interrupted_id or (record["status"], record["signal"], record["wandb"]["id"])
+            interrupted = interrupted or (record["status"], record["signal"], record["wandb"]["id"])
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
         time.sleep(1)
-    log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert "SIGUSR1 received" in log and f"requeued SLURM job {job}" in log, log[-3000:]
-    assert interrupted_id is not None and interrupted_id[:2] == ("interrupted", "SIGUSR1")
+    return interrupted
+
+
+def _assert_continued_to_the_whole_run(run_dir: Path, wandb_id: str, whole_dir: Path) -> None:
     final = json.loads((run_dir / "metrics.json").read_text())
-    assert final["status"] == "completed" and final["wandb"]["id"] == interrupted_id[2]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
-    whole = json.loads((two_nodes["run_dir"] / "metrics.json").read_text())["metrics"]
+    assert final["status"] == "completed" and final["wandb"]["id"] == wandb_id
+    assert sorted(p.name for p in run_dir.parent.iterdir() if p.is_dir()) == ["run"]
+    whole = json.loads((whole_dir / "metrics.json").read_text())["metrics"]
     for key in ("val/psnr_best", "test/psnr", "test/ssim"):
         assert final["metrics"][key] == pytest.approx(whole[key], abs=1e-4), key
+
+
+def test_usr1_saves_requeues_and_continues_in_the_same_folder_and_wandb_run(
+    two_nodes: dict, tmp_path: Path
+) -> None:
+    run_dir, job = _start_paused(tmp_path)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    interrupted = _wait_until_gone(job, run_dir)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "SIGUSR1 received" in log and f"requeued SLURM job {job}" in log, log[-3000:]
+    assert interrupted is not None and interrupted[:2] == ("interrupted", "SIGUSR1")
+    _assert_continued_to_the_whole_run(run_dir, interrupted[2], two_nodes["run_dir"])
+
+
+def test_scontrol_requeue_stops_with_sigterm_and_continues_the_same_run(
+    two_nodes: dict, tmp_path: Path
+) -> None:
+    run_dir, job = _start_paused(tmp_path)
+    subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM to every task, then a new start
+    interrupted = _wait_until_gone(job, run_dir)
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert interrupted is not None and interrupted[:2] == ("interrupted", "SIGTERM"), log[-3000:]
+    _assert_continued_to_the_whole_run(run_dir, interrupted[2], two_nodes["run_dir"])
+
+
+def test_a_job_killed_at_its_time_limit_is_interrupted_with_a_loadable_last_ckpt(
+    cluster: None, tmp_path: Path
+) -> None:
+    import torch
+
+    # one minute, no requeue, and a signal Python ignores in place of the USR1 time warning: the job sits
+    # paused until SLURM's SIGTERM at the time limit
+    options = ("--time=1", "--signal=URG@1", "--no-requeue")
+    run_dir, job = _start_paused(tmp_path, options)
+    assert _wait_until_gone(job, run_dir) is None
+    record = json.loads((run_dir / "metrics.json").read_text())
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM", log[-3000:]
+    assert "DUE TO TIME LIMIT" in log, log[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == PAUSE_STEP and ckpt["state_dict"]  # saved at the step it was stopped
 
 
 def test_a_submitit_sweep_runs_three_slurm_jobs_in_one_wandb_group(cluster: None, tmp_path: Path) -> None:
@@ -158,3 +213,18 @@ def test_a_submitit_sweep_runs_three_slurm_jobs_in_one_wandb_group(cluster: None
     assert proc.stdout.count("Bypassing sacct error") + proc.stderr.count("Bypassing sacct error") == 0
     report = run_script("summarize.py", str(sweep), cwd=tmp_path)
     assert "best job: " in report.stdout and (sweep / "summary.md").is_file()
+
+
+def test_a_failing_slurm_sweep_job_is_named_and_the_sweep_exits_1(cluster: None, tmp_path: Path) -> None:
+    tiny = [*COMMON, *ON_CPU, "trainer.max_epochs=1", "data.patches_per_epoch=32"]
+    # job 1 gets width 0, which the network rejects inside its SLURM job
+    args = ["-m", "hydra/launcher=slurm_cpu", *tiny, "model.net.width=8,0"]  # after COMMON's width
+    proc = run_script("train.py", *args, cwd=tmp_path, env=_env(), timeout=JOB_LIMIT_S, check=False)
+    out = proc.stdout + proc.stderr
+    [sweep] = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert proc.returncode == 1, out[-4000:]
+    assert "1 of 2 jobs did not complete" in out and str(sweep / "1" / "metrics.json") in out, out[-4000:]
+    assert str(sweep / "0" / "metrics.json") not in out
+    failed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "width must be >= 1" in failed["error"]
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"

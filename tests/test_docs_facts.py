@@ -80,12 +80,13 @@ def test_user_docs_and_configs_carry_no_development_history(path: Path) -> None:
 def test_the_install_section_names_what_the_extras_add() -> None:
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     install = (REPO_ROOT / "README.md").read_text().split("## Install", 1)[1].split("\n## ", 1)[0]
-    assert '".[deploy]"' in install and '".[dev]"' in install and '".[baselines]"' in install
-    for extra in ("dev", "deploy", "baselines"):
+    for extra in extras:
+        assert f'".[{extra}]"' in install, f"README Install does not show the {extra} extra"
+    for extra in extras:
         for requirement in extras[extra]:
             name = re.split(r"[<>=\[; ]", requirement)[0]
             if name == "imagelab":
-                assert "whole `deploy` and `baselines` extras" in install
+                assert "whole `deploy`, `baselines` and `cluster` extras" in install
                 continue
             words = {name, name.replace("-", " "), {"litserve": "LitServe"}.get(name, name)}
             assert any(w in install for w in words), f"README Install does not name {name} ({extra})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def storage_url(path: str) -> str:
 
 
 def sqlite_storage(path: str) -> Any:
-    """An Optuna ``RDBStorage`` on ``path`` (a file, created with its folder, or any SQLAlchemy URL).
+    """An Optuna ``RDBStorage`` on ``path`` (a file, created with its folder, or any SQLAlchemy URL, e.g.
+    ``postgresql://user@host:port/db`` for a study shared by many machines; a password in the URL is refused).
 
     SQLite connections run in autocommit mode: with SQLAlchemy 2, Optuna 2.10 leaves its Alembic schema stamp
     in an open transaction, which locks the file for every later write. Reopening the same file with the same
@@ -49,18 +51,51 @@ def sqlite_storage(path: str) -> Any:
     from optuna.storages import RDBStorage  # lazy: optuna, see the module docstring
 
     url = storage_url(str(path))
+    check_no_password(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # autocommit (see above); wait up to a minute for parallel jobs that write to the same file
         engine_kwargs = {"isolation_level": "AUTOCOMMIT", "connect_args": {"timeout": 60}}
+    # Drivers that start together on a fresh server race to create Optuna's tables: the loser's CREATE fails
+    # and a second try finds the tables. Three tries, a second apart.
+    for attempt in range(3):
+        try:
+            if engine_kwargs:
+                return RDBStorage(url, engine_kwargs=engine_kwargs)
+            # A server database (PostgreSQL, MySQL): the schema and its stamp are set up in autocommit mode
+            # (else the stamp is never committed, as with SQLite), then the study runs in transactions,
+            # which Optuna needs to number trials uniquely (it locks the study row while adding a trial).
+            RDBStorage(url, engine_kwargs={"isolation_level": "AUTOCOMMIT"}).engine.dispose()
+            return RDBStorage(url)
+        except Exception as exc:
+            if attempt < 2 and not url.startswith("sqlite:///"):
+                time.sleep(1.0)
+                continue
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise UserError(
+                f"cannot open the Optuna study storage {url} ({type(exc).__name__}: {first_line}); "
+                "check hydra.sweeper.storage.path"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def check_no_password(url: str) -> None:
+    """Refuse a storage URL that holds a password: the sweep saves the URL in multirun.yaml and every job's
+    .hydra/hydra.yaml (and W&B uploads them). The database client reads the password from ~/.pgpass or
+    ``PGPASSWORD`` (PostgreSQL) instead."""
+    from sqlalchemy.engine import make_url  # lazy: keeps --help fast
+
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:
+        password = make_url(url).password
+    except Exception:
+        return  # not a SQLAlchemy URL: RDBStorage says what is wrong with it
+    if password:
         raise UserError(
-            f"cannot open the Optuna study storage {url} ({type(exc).__name__}: {exc}); "
-            "check hydra.sweeper.storage.path"
-        ) from None
+            "the study storage URL holds a password, which the sweep would save in multirun.yaml and every "
+            "job's .hydra/hydra.yaml: drop it from the URL and put it in ~/.pgpass or PGPASSWORD "
+            "(docs/sweeps.md, 'One study shared by many machines')"
+        )
 
 
 def optuna_sweeper_config() -> DictConfig | None:
