@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.helpers.compose import compose
 from tests.helpers.in_process import train_in_process
 from tests.helpers.overrides import fast_denoise
 from tests.helpers.paths import REPO_ROOT, SCRIPTS
+from tests.helpers.serving import wait_until_healthy
 
 DENOISER = fast_denoise("none")  # the config of the tiny_denoise_run fixture
 BENCH = ["bench.repeats=2", "bench.batch=4"]
@@ -321,19 +321,7 @@ class Server:
 
     def wait_ready(self, timeout: float = 240.0) -> None:
         """Poll /health until it answers 200 (bounded); fail with the server's log otherwise."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+        wait_until_healthy(self.url, self.proc, self.log, timeout)
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL after 15 s."""

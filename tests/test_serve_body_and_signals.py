@@ -25,6 +25,7 @@ import pytest
 from tests.helpers.overrides import TINY_DENOISE as TINY
 from tests.helpers.paths import SCRIPTS
 from tests.helpers.runs import run_script
+from tests.helpers.serving import wait_until_healthy
 
 pytestmark = pytest.mark.slow  # trains a tiny denoiser and starts three servers (about 2 min on 2 cores)
 
@@ -70,17 +71,7 @@ class ServeProcess:
 
     def wait_ready(self, timeout: float = 240.0) -> None:
         """Poll /health until it answers 200; fail with the server's log otherwise."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"server not ready:\n{self.log.read_text()[-3000:]}")
+        wait_until_healthy(self.url, self.proc, self.log, timeout)
 
     def cleanup(self) -> None:
         """SIGKILL whatever is left of the server's session (after a test that failed)."""
