@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from imagelab.core.devices import resolve_device
+from imagelab.core.devices import resolve_device, resolve_precision
 from imagelab.core.errors import UserError
 
 
@@ -30,3 +30,20 @@ def test_an_invalid_name_is_a_user_error_naming_the_key(name: str) -> None:
 def test_cuda_without_a_gpu_is_a_user_error(name: str) -> None:
     with pytest.raises(UserError, match=rf"^device={name} but no CUDA GPU is visible"):
         resolve_device(name)
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_a_cpu_is_bf16_only_with_amx(
+    amx: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32-true", "cpu") == "32-true"  # an explicit choice wins
+    assert resolve_precision("16-mixed", "auto") == "16-mixed"
+
+
+def test_auto_precision_on_a_gpu_is_bf16_where_supported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "gpu") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", "cuda") == "bf16-mixed"

@@ -4,7 +4,9 @@ keeps a user's 16-bit colour photo as it came."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 from skimage import data
 
 from datamodules.image_io import read_image, write_image
+from imagelab.core.errors import UserError
 from tests.helpers.compose import compose
 from tests.helpers.in_process import train_in_process
 
@@ -97,25 +100,55 @@ def test_the_blind_model_is_scored_at_several_sigma_beside_bm3d(
     assert m["test/psnr"] > noisy + (0.8 if sigma < 25 else 1.5)
 
 
+def _fake_train_run(log_dir: Path, name: str, overrides: list[str], status: str, ckpt: Path | None) -> Path:
+    """A training run folder as train.py leaves it: .hydra/overrides.yaml, metrics.json, best.ckpt."""
+    run = log_dir / "train" / "runs" / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / "metrics.json").write_text(json.dumps({"status": status}))
+    if ckpt is not None:
+        (run / "checkpoints").mkdir()
+        shutil.copy(ckpt, run / "checkpoints" / "best.ckpt")
+    return run
+
+
+def test_without_a_model_denoise_says_how_to_get_the_photo_model(tmp_path: Path) -> None:
+    from imagelab.tasks.inference import denoise_files
+
+    write_image(tmp_path / "in" / "photo.png", data.astronaut()[:32, :32])
+    _fake_train_run(tmp_path / "logs", "2026-05-01_12-00-00_a1b2c3", ["model=unet"], "completed", None)
+    cfg = compose(
+        "denoise",
+        [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"paths.log_dir={tmp_path / 'logs'}"],
+        output_dir=tmp_path,
+    )
+    with pytest.raises(UserError, match=r"python scripts/train\.py experiment=denoise_photo_color"):
+        denoise_files(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
-def test_denoise_keeps_a_16_bit_colour_photo(photo_run: dict, tmp_path: Path) -> None:
+def test_denoise_keeps_a_16_bit_colour_photo_with_the_newest_photo_model_by_default(
+    photo_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from imagelab.tasks.inference import denoise_files
 
     rng = np.random.default_rng(0)
     clean = data.astronaut()[100:196, 150:278].astype(np.float64) * 257.0
     noisy = np.clip(clean + rng.normal(0, 25 * 257.0, clean.shape), 0, 65535).round().astype(np.uint16)
     write_image(tmp_path / "in" / "photo.png", noisy)
+    logs, best = tmp_path / "logs", Path(photo_run["best_checkpoint"])
+    photo = ["experiment=denoise_photo_color"]
+    chosen = _fake_train_run(logs, "2026-05-01_12-00-00_a1b2c3", photo, "completed", best)
+    _fake_train_run(logs, "2026-05-02_12-00-00_d4e5f6", photo, "failed", best)  # newer, but failed
+    _fake_train_run(logs, "2026-05-03_12-00-00_0a1b2c", [], "completed", best)  # newer, not the photo model
     cfg = compose(
         "denoise",
-        [
-            f"ckpt_path={photo_run['best_checkpoint']}",
-            f"input={tmp_path / 'in'}",
-            f"output={tmp_path / 'out'}",
-            "device=cpu",
-        ],
+        [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "device=cpu", f"paths.log_dir={logs}"],
         output_dir=tmp_path,
     )
     denoise_files(cfg)
+    assert f"using the newest photo model: {chosen / 'checkpoints' / 'best.ckpt'}" in capsys.readouterr().out
     out = read_image(tmp_path / "out" / "photo.png")
     assert out.dtype == np.uint16 and out.shape == noisy.shape
     assert _psnr(out, clean, 65535.0) > _psnr(noisy, clean, 65535.0) + 2.5

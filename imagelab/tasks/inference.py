@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from datamodules.image_io import IMAGE_EXTENSIONS, from_float, list_images, read_image, to_float, write_image
 from imagelab.core.errors import UserError
+from imagelab.tasks.default_denoiser import photo_model_checkpoint
 from imagelab.tracking.console import show
 
 # torch, Lightning and the exported-model runtime are imported inside the functions that use them:
@@ -154,7 +155,14 @@ def load_denoiser(cfg: DictConfig, device: Any) -> Any:
 
 
 def denoise_files(cfg: DictConfig) -> dict[str, Any]:
-    """Denoise every image under ``cfg.input`` into ``cfg.output`` with ``cfg.ckpt_path`` or ``cfg.model_path``."""
+    """Denoise every image under ``cfg.input`` into ``cfg.output`` with ``cfg.ckpt_path`` or ``cfg.model_path``.
+
+    With neither, the newest completed ``experiment=denoise_photo_color`` run's best checkpoint is used.
+    """
+    if not cfg.get("ckpt_path") and not cfg.get("model_path"):
+        with open_dict(cfg):
+            cfg.ckpt_path = str(photo_model_checkpoint(Path(cfg.paths.log_dir)))
+        show(f"using the newest photo model: {cfg.ckpt_path}")
     check_model_choice(cfg)
     pairs = plan_outputs(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), bool(cfg.overwrite))
     if int(cfg.tile) <= 2 * int(cfg.overlap):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imagelab.config.instantiation import instantiate_node
 from imagelab.config.objective import extra_objectives, resolve_objective
@@ -118,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from imagelab.callbacks.parameter_count import count_parameters
     from imagelab.core.checkpoint_io import AtomicCheckpointIO
+    from imagelab.core.devices import resolve_precision
 
     quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
 
@@ -129,6 +130,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, (metric, mode) = _data_and_model(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resumed, ckpt_path = _resume(cfg, output_dir)
+    with open_dict(cfg):
+        cfg.trainer.precision = resolve_precision(
+            cfg.trainer.get("precision"), cfg.trainer.get("accelerator")
+        )
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = run_callbacks(cfg, run_config)
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
