@@ -264,9 +264,12 @@ class DenoiserModule(pl.LightningModule):
         loss_metric.update(self.loss_fn(raw, clean).detach().float(), weight=len(noisy))
         out = raw.detach().float().clamp(0.0, 1.0)
         clean = clean.float()
-        psnr.update(out, clean)
-        ssim.update(out, clean)
-        psnr_noisy.update(noisy.float().clamp(0.0, 1.0), clean)
+        # in float32 also under mixed precision: SSIM's Gaussian filter is a convolution, which autocast
+        # would run in bf16/fp16, too coarse for the local variances SSIM subtracts
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            psnr.update(out, clean)
+            ssim.update(out, clean)
+            psnr_noisy.update(noisy.float().clamp(0.0, 1.0), clean)
         return out
 
     def _log_epoch_metrics(

@@ -228,3 +228,20 @@ def test_model_configs_instantiate(config: str, channels: int) -> None:
     assert model.hparams["net"]["channels"] == channels
     with torch.no_grad():
         assert model.eval()(torch.rand(1, channels, 37, 45)).shape == (1, channels, 37, 45)
+
+
+def test_val_metrics_are_float32_under_mixed_precision() -> None:
+    """Under bf16 autocast (trainer.precision=bf16-mixed) SSIM is still computed in float32."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    torch.manual_seed(0)
+    model = DenoiserModule(
+        net={"_target_": "lightning_modules.networks.dncnn.DnCNN", "channels": 1, "depth": 3, "width": 8}
+    )
+    model.log_dict = lambda *args, **kwargs: None  # no trainer attached
+    clean = torch.from_numpy(data.camera()[:96, :96].astype(np.float32) / 255.0)[None, None]
+    noisy = clean + SIGMA * torch.randn_like(clean)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model._eval_step((noisy, clean), "val", model.val_psnr, model.val_ssim, model.val_psnr_noisy)
+    exact = structural_similarity_index_measure(out, clean, data_range=1.0)
+    assert float(model.val_ssim.compute()) == pytest.approx(float(exact), abs=1e-5)
