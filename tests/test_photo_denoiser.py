@@ -15,6 +15,7 @@ import torch
 from skimage import data
 
 from datamodules.image_io import read_image, write_image
+from imagelab.core.devices import resolve_precision
 from imagelab.core.errors import UserError
 from tests.helpers.compose import compose
 from tests.helpers.in_process import train_in_process
@@ -67,6 +68,8 @@ def test_a_short_run_learns_in_colour(photo_run: dict) -> None:
     assert m["test/psnr"] > m["test/psnr_noisy"] + 2.5
     ckpt = torch.load(photo_run["best_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["run_config"]["data"]["channels"] == 3
+    # precision=auto is recorded as what ran: bf16 autocast on a CPU with AMX, else float32
+    assert ckpt["run_config"]["trainer"]["precision"] == resolve_precision("auto", "cpu")
 
 
 @pytest.mark.slow
