@@ -15,17 +15,21 @@ from imagelab.core.signals import received_signal
 
 
 class KillRankAtStep(pl.Callback):
-    """After training step ``step`` rank ``rank`` SIGKILLs itself (``kill -9``); with ``hang_s`` the other
-    ranks then stay that long in this callback, like ranks stuck in a collective that never returns."""
+    """After training step ``step`` rank ``rank`` SIGKILLs itself (``kill -9``), first writing the time to
+    ``marker`` when given; with ``hang_s`` the other ranks then stay that long in this callback, like ranks
+    stuck in a collective that never returns."""
 
-    def __init__(self, step: int, rank: int = 1, hang_s: float = 0.0) -> None:
+    def __init__(self, step: int, rank: int = 1, hang_s: float = 0.0, marker: str | None = None) -> None:
         self.step, self.rank, self.hang_s = int(step), int(rank), float(hang_s)
+        self.marker = Path(marker) if marker else None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         """Kill the chosen rank once, right after the chosen step."""
         if trainer.global_step != self.step:
             return
         if trainer.global_rank == self.rank:
+            if self.marker is not None:
+                self.marker.write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
         elif self.hang_s:
             time.sleep(self.hang_s)
