@@ -19,13 +19,23 @@ class KillRankAtStep(pl.Callback):
     ``marker`` when given; with ``hang_s`` the other ranks then stay that long in this callback, like ranks
     stuck in a collective that never returns."""
 
-    def __init__(self, step: int, rank: int = 1, hang_s: float = 0.0, marker: str | None = None) -> None:
+    def __init__(
+        self,
+        step: int,
+        rank: int = 1,
+        hang_s: float = 0.0,
+        marker: str | None = None,
+        first_start_only: bool = False,
+    ) -> None:
         self.step, self.rank, self.hang_s = int(step), int(rank), float(hang_s)
         self.marker = Path(marker) if marker else None
+        self.first_start_only = bool(first_start_only)  # not again once ``marker`` exists (a restarted job)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         """Kill the chosen rank once, right after the chosen step."""
         if trainer.global_step != self.step:
+            return
+        if self.first_start_only and self.marker is not None and self.marker.exists():
             return
         if trainer.global_rank == self.rank:
             if self.marker is not None:
