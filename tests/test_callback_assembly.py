@@ -57,6 +57,7 @@ def test_callbacks_come_in_the_documented_order() -> None:
         "ParameterCountLogger",
         "GracefulInterrupt",
         "SkipNoOpStepHooks",
+        "RankLifeline",
         "SpeedSwitches",
         "LRScaling",
     ]

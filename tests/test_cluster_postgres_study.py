@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 LOCAL_POSTGRES = REPO_ROOT / "scripts" / "cluster" / "local_postgres.sh"
 TRIALS = 3  # per driver
 DRIVER_LIMIT_S = 240  # each driver takes about 40 s here
-TINY = [*sweep_denoise("csv"), "model.net.depth=5"]  # lr: the preset's continuous range
+TINY = [*sweep_denoise("csv"), "model.net.depth=5"]  # searched: the preset's lr range
 
 
 @pytest.fixture(scope="module")

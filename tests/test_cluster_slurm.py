@@ -8,22 +8,19 @@ epochs of 96 patches, the same experiment as tests/test_ddp_equivalence.py.
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from imagelab.tracking.wandb_offline import find_offline_runs, read_offline_run
+from tests.helpers.local_cluster import slurm_job_env, start_local_slurm
 from tests.helpers.overrides import DDP_EQUALITY as COMMON
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.runs import run_script, single_run_dir
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-LOCAL_SLURM = REPO_ROOT / "scripts" / "cluster" / "local_slurm.sh"
 TRAIN_SBATCH = REPO_ROOT / "scripts" / "cluster" / "train.sbatch"
 ON_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", "print_config=false"]
 PAUSE = "tests.helpers.cluster_faults.PauseForSignalAtStep"
@@ -34,20 +31,7 @@ JOB_LIMIT_S = 600
 @pytest.fixture(scope="module")
 def cluster() -> None:
     """The local two-node cluster, started (idempotently) by the script users run."""
-    if os.geteuid() != 0:
-        pytest.skip(
-            "the local SLURM cluster needs root (local_slurm.sh installs packages and starts daemons)"
-        )
-    proc = subprocess.run([str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    # both nodes up: idle, or busy with another job (ours then wait in the queue)
-    assert "n[1-2]" in proc.stdout and re.search(r" (idle|alloc|mix|comp)\S* +n\[1-2\]", proc.stdout), (
-        proc.stdout
-    )
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHON": sys.executable}
+    start_local_slurm()
 
 
 def _sbatch(
@@ -60,7 +44,7 @@ def _sbatch(
     proc = subprocess.run(
         [*cmd, str(TRAIN_SBATCH), *COMMON, *ON_CPU, "data.batch_size=8", *overrides],
         cwd=REPO_ROOT,
-        env={**_env(), "RUN_DIR": str(run_dir)},
+        env={**slurm_job_env(), "RUN_DIR": str(run_dir)},
         capture_output=True,
         text=True,
         timeout=JOB_LIMIT_S,
@@ -199,7 +183,7 @@ def test_a_submitit_sweep_runs_three_slurm_jobs_in_one_wandb_group(cluster: None
         "seed=1,2,3",
         *tiny,
         cwd=tmp_path,
-        env=_env(),
+        env=slurm_job_env(),
         timeout=JOB_LIMIT_S,
     )
     [sweep] = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
@@ -219,7 +203,7 @@ def test_a_failing_slurm_sweep_job_is_named_and_the_sweep_exits_1(cluster: None,
     tiny = [*COMMON, *ON_CPU, "trainer.max_epochs=1", "data.patches_per_epoch=32"]
     # job 1 gets width 0, which the network rejects inside its SLURM job
     args = ["-m", "hydra/launcher=slurm_cpu", *tiny, "model.net.width=8,0"]  # after COMMON's width
-    proc = run_script("train.py", *args, cwd=tmp_path, env=_env(), timeout=JOB_LIMIT_S, check=False)
+    proc = run_script("train.py", *args, cwd=tmp_path, env=slurm_job_env(), timeout=JOB_LIMIT_S, check=False)
     out = proc.stdout + proc.stderr
     [sweep] = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     assert proc.returncode == 1, out[-4000:]

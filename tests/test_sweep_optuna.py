@@ -12,7 +12,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from imagelab.core.errors import UserError
-from imagelab.sweeps.optuna_search import check_sweeper_direction, sqlite_storage
+from imagelab.sweeps.optuna_search import (
+    TRIAL_ENV,
+    check_sweeper_direction,
+    pass_trial_numbers_to_jobs,
+    sqlite_storage,
+)
 from tests.helpers.compose import as_multirun, compose
 from tests.helpers.overrides import sweep_denoise
 from tests.helpers.runs import read_metrics, run_script, sweep_jobs
@@ -89,6 +94,10 @@ def test_search_survives_a_failing_trial_and_reports_the_best_of_the_others(sear
         assert trial.user_attrs["output_dir"] == str(
             sweep / str(trial.number)
         )  # in a fresh study trial k = job k
+    for job in jobs:  # each job was told its trial's number, outside its task overrides
+        hydra_overrides = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["overrides"]
+        assert f"++hydra.job.env_set.{TRIAL_ENV}={job.name}" in hydra_overrides["hydra"]
+        assert not any(TRIAL_ENV in o for o in hydra_overrides["task"])
 
 
 @pytest.mark.slow
@@ -197,7 +206,9 @@ def _fake_trainer(value: float, epoch: int = 0) -> SimpleNamespace:
     )
 
 
-def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Path) -> None:
+def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import optuna
 
     from imagelab.sweeps.optuna_pruning import OptunaPruning
@@ -223,6 +234,7 @@ def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(tmp_path: Pat
             "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], job_dir
         )
         as_multirun(job_cfg, overrides)
+        monkeypatch.setenv(TRIAL_ENV, str(trial.number))  # what the sweeper hands each job
         callback = OptunaPruning("val/psnr", percentile=50.0, n_startup_trials=1, n_warmup_steps=0)
         trainer = _fake_trainer(value)
         callback.setup(trainer, None, "fit")
@@ -249,3 +261,97 @@ def test_pruning_callback_does_nothing_outside_an_optuna_sweep(tmp_path: Path) -
     callback.setup(trainer, None, "fit")
     callback.on_validation_end(trainer, None)
     assert callback.trial is None and not trainer.should_stop and callback.result_metrics() == {}
+
+
+def test_the_sweeper_hands_every_job_its_trial_number() -> None:
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+    from optuna.distributions import LogUniformDistribution
+
+    pass_trial_numbers_to_jobs()
+    pass_trial_numbers_to_jobs()  # patching twice adds the override once
+    sweeper = OptunaSweeperImpl(
+        sampler=None,
+        direction="maximize",
+        storage=None,
+        study_name=None,
+        n_trials=2,
+        n_jobs=2,
+        max_failure_rate=1.0,
+        search_space=None,
+        custom_search_space=None,
+        params=None,
+    )
+    study = optuna.create_study(direction="maximize")
+    study.tell(study.ask(), 1.0)  # an earlier trial: the batch's trials are numbers 1 and 2
+    trials = [study.ask(), study.ask()]
+    space = {"model.optimizer.lr": LogUniformDistribution(1e-4, 1e-2)}
+    jobs = sweeper._configure_trials(trials, space, {"model.net.width": 8})
+    for trial, job in zip(trials, jobs, strict=True):
+        lr = trial.params["model.optimizer.lr"]
+        assert list(job) == [
+            f"model.optimizer.lr={lr}",
+            "model.net.width=8",
+            f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
+        ]
+    assert [t.number for t in trials] == [1, 2]
+
+
+def test_jobs_proposing_the_same_point_each_report_to_their_own_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two running trials with identical parameters (two drivers, or one batch, proposing the same point):
+    each job opens the trial it was given, whichever job starts first."""
+    import optuna
+
+    from imagelab.sweeps.optuna_pruning import OptunaPruning
+
+    db = tmp_path / "study.db"
+    study = optuna.create_study(
+        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
+    )
+    first, second = study.ask(), study.ask()
+    for trial in (first, second):
+        trial.suggest_categorical("model.net.width", [16])  # the same point
+    overrides = ["model.net.width=16", "hparams_search=denoiser_optuna"]
+    for trial, value in ((first, 25.0), (second, 21.0)):  # the older trial's job starts first
+        job_dir = tmp_path / f"job{trial.number}"
+        job_cfg = compose(
+            "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], job_dir
+        )
+        as_multirun(job_cfg, overrides)
+        monkeypatch.setenv(TRIAL_ENV, str(trial.number))
+        callback = OptunaPruning("val/psnr", n_startup_trials=5, n_warmup_steps=0)
+        trainer = _fake_trainer(value)
+        callback.setup(trainer, None, "fit")
+        callback.on_validation_end(trainer, None)
+        assert callback.result_metrics() == {"optuna/trial_number": float(trial.number)}
+
+    stored = optuna.load_study(study_name="denoiser_optuna", storage=sqlite_storage(str(db))).trials
+    assert [t.intermediate_values for t in stored] == [{0: 25.0}, {0: 21.0}]
+    assert [t.user_attrs["output_dir"] for t in stored] == [
+        os.path.abspath(tmp_path / "job0"),
+        os.path.abspath(tmp_path / "job1"),
+    ]
+
+
+def test_a_job_without_its_trial_number_does_not_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import optuna
+
+    from imagelab.sweeps.optuna_pruning import OptunaPruning
+
+    db = tmp_path / "study.db"
+    study = optuna.create_study(
+        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
+    )
+    study.ask().suggest_categorical("model.net.width", [16])
+    job_cfg = compose(
+        "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], tmp_path
+    )
+    as_multirun(job_cfg, ["model.net.width=16"])
+    monkeypatch.delenv(TRIAL_ENV, raising=False)
+    callback = OptunaPruning("val/psnr", n_startup_trials=0, n_warmup_steps=0)
+    callback.setup(_fake_trainer(20.0), None, "fit")
+    assert callback.trial is None  # no guessing from the parameters

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from imagelab.core.constants import HYDRA_DIR, METRICS_FILE
-from imagelab.sweeps.optuna_search import tolerate_no_completed_trial
+from imagelab.sweeps.optuna_search import pass_trial_numbers_to_jobs, tolerate_no_completed_trial
 from imagelab.tracking.console import say
 
 
@@ -45,6 +45,16 @@ class DataLoaderWorkersInJoblib(Callback):
         """Restore the platform's start method when this job runs inside a loky worker."""
         if multiprocessing.get_start_method(allow_none=True) == "loky":
             multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
+
+
+class OptunaTrialNumbers(Callback):
+    """Make an Optuna sweeper hand each job the number of its trial, so that the job's pruning callback
+    reports to exactly that trial (``optuna_search.find_running_trial``), whatever the launcher."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Patch the Optuna sweeper (in the sweeper's process) before it asks its first trials."""
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            pass_trial_numbers_to_jobs()
 
 
 def _job_outcomes(sweep_dir: Path) -> list[tuple[Path, str, str]]:

@@ -4,8 +4,9 @@
   with the installed Optuna 2.10 + SQLAlchemy 2 (a plain ``sqlite:///`` URL does not: Optuna's schema stamp
   is never committed and the database stays locked).
 * :func:`check_sweeper_direction` stops a job whose ``objective.mode`` disagrees with the sweeper's direction.
-* :func:`find_running_trial` gives a job its own trial (for pruning) through the study storage, so it also
-  works when the job runs in another process (joblib, SLURM) than the sweeper.
+* :func:`pass_trial_numbers_to_jobs` makes the sweeper tell every job its trial's number, and
+  :func:`find_running_trial` opens that trial (for pruning) through the study storage, so it also works when
+  the job runs in another process (joblib, SLURM) than the sweeper.
 
 Nothing heavy at module scope: optuna (seconds to import) is imported inside the functions that need it,
 because scripts/train.py imports this module (through imagelab.tasks.training and the resolvers) before it checks the
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 CLAIM_ATTR = "output_dir"  # trial user attribute: the job folder that runs the trial
+TRIAL_ENV = "IMAGELAB_OPTUNA_TRIAL"  # a job's environment: the number of the trial it evaluates
 
 
 def storage_url(path: str) -> str:
@@ -149,18 +151,23 @@ def _sweeper_storage(sweeper: DictConfig) -> Any | None:
     return sqlite_storage(str(node))
 
 
-def _job_overrides() -> tuple[list[str], str]:
-    hc = HydraConfig.get()
-    return list(hc.overrides.task), os.path.abspath(hc.runtime.output_dir)
+def _job_output_dir() -> str:
+    return os.path.abspath(HydraConfig.get().runtime.output_dir)
+
+
+def _job_trial_number() -> int | None:
+    """The trial number the sweeper gave this job (``TRIAL_ENV``), or None when it gave none."""
+    number = os.environ.get(TRIAL_ENV, "")
+    return int(number) if number.isdigit() else None
 
 
 def find_running_trial(pruner: Any = None) -> Any | None:
     """The Optuna trial the current job evaluates, opened through the sweeper's storage; else None.
 
-    The sweeper asks its trials, writes their parameters to the storage and starts one job per trial with
-    overrides ``name=value`` built from them, so the job's trial is the RUNNING trial whose parameters all
-    appear in the job's overrides. Ties (identical proposals in one batch) are broken by claiming the trial
-    with the user attribute ``output_dir``. ``pruner`` decides ``trial.should_prune()`` in this process.
+    The sweeper hands every job the number of its trial (:func:`pass_trial_numbers_to_jobs`, as the job's
+    environment variable ``TRIAL_ENV``), so the job opens exactly that trial of the study, also when other
+    jobs or other sweep drivers sharing the study run trials with the same parameters. The job claims it with
+    the user attribute ``output_dir`` (its folder). ``pruner`` decides ``trial.should_prune()`` here.
     """
     sweeper = optuna_sweeper_config()
     if sweeper is None:
@@ -169,31 +176,61 @@ def find_running_trial(pruner: Any = None) -> Any | None:
     if storage is None:
         log.warning("Optuna pruning needs a study storage (hydra.sweeper.storage): pruning is off")
         return None
+    number = _job_trial_number()
+    if number is None:
+        log.warning("the sweeper gave this job no Optuna trial number (%s): pruning is off", TRIAL_ENV)
+        return None
     import optuna  # lazy: see the module docstring
     from optuna.trial import TrialState
 
-    overrides, output_dir = _job_overrides()
-    wanted = set(overrides)
     names = [sweeper.get("study_name")] if sweeper.get("study_name") else None
     if names is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    found = []
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        matches = [
-            t
-            for t in running
-            if t.params
-            and all(f"{k}={v}" in wanted for k, v in t.params.items())
-            and t.user_attrs.get(CLAIM_ATTR) in (None, output_dir)
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(name), number
+            )
+        except KeyError:
+            continue
+        if storage.get_trial(trial_id).state == TrialState.RUNNING:
+            found.append(optuna.trial.Trial(study, trial_id))
+    if len(found) != 1:
+        log.warning(
+            "%s running Optuna trials numbered %d in the study storage: pruning is off for this job",
+            "no" if not found else f"{len(found)} (one per study; set hydra.sweeper.study_name)",
+            number,
+        )
+        return None
+    found[0].set_user_attr(CLAIM_ATTR, _job_output_dir())
+    return found[0]
+
+
+def pass_trial_numbers_to_jobs() -> None:
+    """Make the Optuna sweeper hand every job the number of the trial it evaluates.
+
+    hydra-optuna-sweeper 1.3 starts one job per trial with the trial's parameters as overrides, but nothing
+    that names the trial. Each job's overrides get ``++hydra.job.env_set.<TRIAL_ENV>=<number>``: Hydra sets
+    that environment variable while the job runs (in any launcher's process, also a SLURM job), and it stays
+    out of the job's task overrides (run name, ``summarize.py``'s swept parameters, the reproduce command).
+    """
+    from hydra_plugins.hydra_optuna_sweeper import _impl  # lazy: imports optuna, see the module docstring
+
+    original = _impl.OptunaSweeperImpl._configure_trials
+    if getattr(original, "_passes_trial_numbers", False):
+        return
+
+    def _configure_trials(self: Any, trials: list[Any], *args: Any, **kwargs: Any) -> list[tuple[str, ...]]:
+        overrides = original(self, trials, *args, **kwargs)
+        return [
+            (*job, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}")
+            for job, trial in zip(overrides, trials, strict=True)
         ]
-        if matches:
-            frozen = max(matches, key=lambda t: t.number)
-            trial = optuna.trial.Trial(study, frozen._trial_id)
-            trial.set_user_attr(CLAIM_ATTR, output_dir)
-            return trial
-    log.warning("no running Optuna trial matches this job's overrides: pruning is off for this job")
-    return None
+
+    _configure_trials._passes_trial_numbers = True  # type: ignore[attr-defined]
+    _impl.OptunaSweeperImpl._configure_trials = _configure_trials
 
 
 def tolerate_no_completed_trial() -> None:

@@ -7,7 +7,8 @@ Lightning calls callbacks in list order (it moves checkpoint callbacks to the en
 2. the config's callbacks (``cfg.callbacks``) in config order, less a ``LearningRateMonitor`` when the run
    has no logger (``logger=none``: Lightning refuses one);
 3. the callbacks every run gets: the run config in each checkpoint, parameter counts, the graceful stop on
-   a signal (agreed across ranks every ``cfg.guard_every_n_steps``), and the hider of empty per-step hooks;
+   a signal (agreed across ranks every ``cfg.guard_every_n_steps``), the hider of empty per-step hooks, and
+   the lifeline that tells rank 0 of a SLURM job which rank died (``imagelab.tasks.rank_lifeline``);
 4. the switches: ``cfg.speed`` (``SpeedSwitches``) and ``cfg.lr_scaling`` (``LRScaling``, unless ``rule:
    none``);
 5. knowledge distillation when ``cfg.distill.teacher`` is set.
@@ -50,6 +51,7 @@ def run_callbacks(cfg: DictConfig, run_config: dict[str, Any]) -> list[Any]:
     from imagelab.callbacks.parameter_count import ParameterCountLogger
     from imagelab.callbacks.run_config import RunConfigInCheckpoint
     from imagelab.callbacks.step_hooks import SkipNoOpStepHooks
+    from imagelab.tasks.rank_lifeline import RankLifeline
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     callbacks += [
@@ -57,6 +59,7 @@ def run_callbacks(cfg: DictConfig, run_config: dict[str, Any]) -> list[Any]:
         ParameterCountLogger(),
         GracefulInterrupt(cfg.get("guard_every_n_steps", DEFAULT_EVERY)),
         SkipNoOpStepHooks(),  # Lightning then calls only the per-step hooks that do something
+        RankLifeline(),  # a no-op unless SLURM started two or more ranks
     ]
     callbacks += switch_callbacks(cfg)
     if (cfg.get("distill") or {}).get("teacher"):  # knowledge distillation from a classifier checkpoint

@@ -1,16 +1,21 @@
 """A DDP process that dies (``kill -9``, out of memory) ends the whole job with one line naming it.
 
-Lightning's launcher for ``trainer=ddp``/``ddp_sim`` starts ranks 1..N-1 as child processes and watches them
-from a thread of rank 0 (``_ChildProcessObserver``); when one dies it SIGKILLs everything at once, racing
-rank 0's own error path (the collective with the dead peer fails), so the job ended with exit 137 or a gloo
-traceback and often no final record. :func:`install_lost_rank_watch` replaces that observer's action:
+Two watches notice the death and call :func:`report_lost`:
 
-* it records which rank died and how (:func:`lost_ranks`);
-* rank 0's error path, which sees a collective fail, asks :func:`lost_rank_error` and reports
-  ``error: DDP rank 1 (pid N) died (SIGKILL) ...`` as its one line, ``metrics.json`` failed, exit 4;
+* ``trainer=ddp``/``ddp_sim``: Lightning's launcher starts ranks 1..N-1 as child processes and watches them
+  from a thread of rank 0 (``_ChildProcessObserver``); :func:`install_lost_rank_watch` replaces that
+  observer's action (which SIGKILLed everything at once, racing rank 0's own error path, so the job ended
+  with exit 137 or a gloo traceback and often no final record);
+* ranks started by SLURM (``srun``, each on its node): ``imagelab.tasks.rank_lifeline`` (a connection from
+  every rank to rank 0 that closes when the process dies).
+
+Then:
+
+* rank 0 writes ``metrics.json`` failed with the lost rank at once (SLURM may SIGKILL it soon after);
+* rank 0's error path, which sees a collective fail (or srun's SIGTERM), asks :func:`lost_rank_error` and
+  reports ``error: DDP rank 1 (pid N) died (SIGKILL) ...`` as its one line, ``metrics.json`` failed, exit 4;
 * when rank 0 does not end by itself within ``lost_rank_timeout_s`` (a collective that waits instead of
-  failing), the watch writes the failed record through :func:`on_forced_stop`'s hook, prints the line and
-  ends the job.
+  failing), the watch prints the line and ends the job.
 
 Lightning is imported inside the function that patches it (the task wrapper imports this module before the
 config is checked).
@@ -38,20 +43,20 @@ class RankLost(Exception):
 
 _lost: list[str] = []
 _timeout_s = DEFAULT_TIMEOUT_S
-_forced_stop_hook: Callable[[str], None] | None = None
+_record_hook: Callable[[str], None] | None = None
 _timer: threading.Timer | None = None
 
 
-def configure(timeout_s: float | None, forced_stop: Callable[[str], None] | None) -> None:
-    """Set the time rank 0 gets to end the job after a rank died, and what records a forced stop (called
-    at the start of every job: the previous job's lost ranks and pending forced stop are forgotten)."""
-    global _timeout_s, _forced_stop_hook, _timer
+def configure(timeout_s: float | None, record: Callable[[str], None] | None) -> None:
+    """Set the time rank 0 gets to end the job after a rank died, and what records the job as failed with a
+    message (called at the start of every job: the previous job's lost ranks and pending stop are forgotten)."""
+    global _timeout_s, _record_hook, _timer
     if _timer is not None:
         _timer.cancel()  # the previous job of a sweep ended by itself
         _timer = None
     _lost.clear()
     _timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
-    _forced_stop_hook = forced_stop
+    _record_hook = record
 
 
 def lost_ranks() -> list[str]:
@@ -66,7 +71,10 @@ def _describe(rank: int, pid: int, returncode: int) -> str:
     return f"DDP rank {rank} (pid {pid}) died ({how})"
 
 
-def _message() -> str:
+def lost_rank_message() -> str:
+    """The one line that reports the lost ranks (empty before any was lost)."""
+    if not _lost:
+        return ""
     return f"{'; '.join(_lost)}: the job stopped; its last.ckpt (if any) is where a resume= continues"
 
 
@@ -84,7 +92,27 @@ def lost_rank_error(exc: BaseException, wait_s: float = 2 * POLL_S + 1) -> RankL
         deadline = time.monotonic() + wait_s
         while not _lost and time.monotonic() < deadline:
             time.sleep(0.1)
-    return RankLost(_message()) if _lost else None
+    return RankLost(lost_rank_message()) if _lost else None
+
+
+def _record(message: str) -> None:
+    if _record_hook is not None:
+        try:
+            _record_hook(message)
+        except Exception as exc:  # the record is best effort here; the error line still tells the user
+            print(f"error: could not record the lost rank: {exc}", file=sys.stderr)
+
+
+def report_lost(descriptions: list[str], children: list[Any] | None = None) -> None:
+    """Ranks of this job died: remember them, record the job as failed now, and end the job (killing
+    ``children``, rank 0's own rank processes) if rank 0 has not ended by itself within the timeout."""
+    global _timer
+    _lost.extend(descriptions)
+    _record(lost_rank_message())
+    if _timer is None:
+        _timer = threading.Timer(_timeout_s, _force_stop, args=(list(children or []),))
+        _timer.daemon = True  # a rank 0 that ended by itself does not wait for it
+        _timer.start()
 
 
 def _watch(observer: Any) -> bool:
@@ -97,24 +125,16 @@ def _watch(observer: Any) -> bool:
     dead = [(i + 1, p) for i, p in enumerate(observer._child_processes) if p.returncode]
     if not dead:
         return False
-    global _timer
-    _lost.extend(_describe(rank, p.pid, p.returncode) for rank, p in dead)
-    _timer = threading.Timer(_timeout_s, _force_stop, args=(observer,))  # rank 0 normally ends before
-    _timer.daemon = True  # a rank 0 that ended by itself does not wait for it
-    _timer.start()
+    report_lost([_describe(rank, p.pid, p.returncode) for rank, p in dead], observer._child_processes)
     return True
 
 
-def _force_stop(observer: Any) -> None:
+def _force_stop(children: list[Any]) -> None:
     """Rank 0 did not end within the timeout (a collective that waits): record, say it, end the job."""
-    message = _message()
-    if _forced_stop_hook is not None:
-        try:
-            _forced_stop_hook(message)
-        except Exception as exc:  # the record is best effort here; the line below still tells the user
-            print(f"error: could not record the lost rank: {exc}", file=sys.stderr)
+    message = lost_rank_message()
+    _record(message)
     print(f"error: {message}", file=sys.stderr, flush=True)
-    for proc in observer._child_processes:
+    for proc in children:
         if proc.poll() is None:
             proc.kill()
     os._exit(EXIT_LOST_RANK)

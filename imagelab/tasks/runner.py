@@ -28,7 +28,7 @@ from imagelab.core.hydra_job import in_multirun
 from imagelab.core.requeue import requeue_slurm_job, slurm_job_id
 from imagelab.core.signals import REQUEUE_SIGNAL, STATE, install_signal_handlers, sigterm_exception_signal
 from imagelab.tasks.ddp_launch import release_distributed_job
-from imagelab.tasks.lost_rank import EXIT_LOST_RANK, lost_rank_error
+from imagelab.tasks.lost_rank import EXIT_LOST_RANK, RankLost, lost_rank_error, lost_rank_message, lost_ranks
 from imagelab.tasks.lost_rank import configure as configure_lost_rank_watch
 from imagelab.tasks.resume import set_aside_failed_resume, state_dict_mismatch
 from imagelab.tracking.console import prepare_console, print_results
@@ -116,6 +116,10 @@ def _disk_full_error(exc: BaseException) -> UserError | None:
 
 def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
     """(status, exit code, the error to report) for an exception that ended a task."""
+    if (
+        lost_ranks()
+    ):  # a DDP process died: a failed collective or srun's SIGTERM to the others follows from it
+        return "failed", EXIT_LOST_RANK, RankLost(lost_rank_message())
     signum = sigterm_exception_signal(exc)
     if signum is None and isinstance(exc, KeyboardInterrupt | SystemExit):
         signum = STATE.signum  # e.g. Lightning's sys.exit(1) after a second Ctrl+C
@@ -300,14 +304,30 @@ def _finish(
             duration_s=round(time.time() - started, 2),
         )
         _write_record(output_dir, record)
-        if output_dir is not None:
-            attach_run_files(output_dir, cfg)  # metrics.json and the resolved config, into the W&B run
-    finish_wandb(exit_code, preempted=record["status"] == "interrupted")
+        if output_dir is not None:  # metrics.json and the resolved config, into the W&B run
+            _wandb_call(completed, attach_run_files, output_dir, cfg)
+    _wandb_call(completed, finish_wandb, exit_code, preempted=record["status"] == "interrupted")
     if in_multirun():
         release_distributed_job()
     if is_zero and completed:
         verbose = bool(cfg.get("verbose", False))
         print_results(record, output_dir, verbose=verbose, printed=result.get("printed_metrics"))
+
+
+def _wandb_call(completed: bool, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``call(*args, **kwargs)``; for a job that did not complete, a W&B failure (e.g. SLURM ended W&B's
+    service process together with the job's other processes) goes to the log file, after the job's own error."""
+    if completed:
+        call(*args, **kwargs)
+        return
+    try:
+        call(*args, **kwargs)
+    except Exception as exc:
+        _log_to_file_only(f"could not close the W&B run: {type(exc).__name__}: {first_line(exc)}")
+        wandb = sys.modules.get("wandb")
+        if wandb is not None:  # drop the broken connection now, or W&B's exit hook prints its traceback
+            with contextlib.suppress(Exception, SystemExit):
+                wandb.teardown(1)
 
 
 def _print_interrupted(error: RunInterrupted, output_dir: Path | None) -> None:

@@ -14,7 +14,9 @@ from imagelab.config.instantiation import instantiate_node
 from imagelab.config.objective import extra_objectives, resolve_objective
 from imagelab.config.run_checkpoint import check_resumable_checkpoint
 from imagelab.core.atomic import remove_stale_partials
+from imagelab.core.distributed import env_rank
 from imagelab.core.requeue import slurm_restart_count
+from imagelab.core.torchrun_restart import torchrun_restarted
 from imagelab.sweeps.optuna_search import check_sweeper_direction
 from imagelab.tasks.callback_assembly import run_callbacks, with_loggers
 from imagelab.tasks.ddp_launch import install_hydra_job_subprocess_cmd
@@ -61,12 +63,14 @@ def _data_and_model(cfg: DictConfig) -> tuple[Any, Any, tuple[str, str]]:
 
 
 def _resume(cfg: DictConfig, output_dir: Path) -> tuple[ResumePoint | None, str | None]:
-    """Where fitting starts: the run's own checkpoint when resumed or requeued, else ``cfg.ckpt_path``.
+    """Where fitting starts: the run's own checkpoint when resumed, requeued (SLURM) or restarted (torchrun),
+    else ``cfg.ckpt_path``.
 
     A checkpoint to fit from is checked against the config first; temp files of a save that was killed
     half-way are removed.
     """
-    resumed = resume_point(cfg.get("resume"), output_dir, requeued=slurm_restart_count() > 0)
+    restarted = slurm_restart_count() > 0 or torchrun_restarted(output_dir, env_rank())
+    resumed = resume_point(cfg.get("resume"), output_dir, requeued=restarted)
     ckpt_path = str(resumed.checkpoint) if resumed else cfg.get("ckpt_path")
     if ckpt_path and cfg.get("train", True):
         import imagelab.kinds  # noqa: F401  (registers the built-in task kinds: the check names them)

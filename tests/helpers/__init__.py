@@ -10,6 +10,8 @@ or from ``tests.conftest``, which holds only fixtures and the offline set-up).
 - ``in_process``: ``train_in_process``, ``train_composed`` (a composed config, e.g. the ``cfg_denoise``
   fixture) and ``task_in_process`` (train/eval through the task runner), without an interpreter start;
   ``working_dir``.
+- ``local_cluster``: ``start_local_slurm`` (the ``cluster``-marked tests' two-node SLURM cluster, skipped when
+  not root) and ``slurm_job_env`` (the environment for jobs that import this checkout).
 - Parts loaded into real runs by ``_target_``: ``user_net`` (a user's network), ``data_plugins`` (a user's
   noise model and image source), ``fault_injection`` (callbacks that break a run at a known step).
 

@@ -15,17 +15,31 @@ from imagelab.core.signals import received_signal
 
 
 class KillRankAtStep(pl.Callback):
-    """After training step ``step`` rank ``rank`` SIGKILLs itself (``kill -9``); with ``hang_s`` the other
-    ranks then stay that long in this callback, like ranks stuck in a collective that never returns."""
+    """After training step ``step`` rank ``rank`` SIGKILLs itself (``kill -9``), first writing the time to
+    ``marker`` when given; with ``hang_s`` the other ranks then stay that long in this callback, like ranks
+    stuck in a collective that never returns."""
 
-    def __init__(self, step: int, rank: int = 1, hang_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        step: int,
+        rank: int = 1,
+        hang_s: float = 0.0,
+        marker: str | None = None,
+        first_start_only: bool = False,
+    ) -> None:
         self.step, self.rank, self.hang_s = int(step), int(rank), float(hang_s)
+        self.marker = Path(marker) if marker else None
+        self.first_start_only = bool(first_start_only)  # not again once ``marker`` exists (a restarted job)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         """Kill the chosen rank once, right after the chosen step."""
         if trainer.global_step != self.step:
             return
+        if self.first_start_only and self.marker is not None and self.marker.exists():
+            return
         if trainer.global_rank == self.rank:
+            if self.marker is not None:
+                self.marker.write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
         elif self.hang_s:
             time.sleep(self.hang_s)
