@@ -182,3 +182,79 @@ def test_the_digits_test_split_has_the_documented_size(tmp_path: Path) -> None:
     assert "359 test digits" in (REPO_ROOT / "docs" / "deployment.md").read_text()
     assert f"{sizes['train']:,} train / {sizes['val']} val / {sizes['test']} test digits" in DOCS_TEXT
     assert sizes["test"] == 359
+
+
+def _table_rows(heading: str) -> list[tuple[str, str]]:
+    """(left, right) cells of the first table under README's ``heading``."""
+    section = (REPO_ROOT / "README.md").read_text().split(heading, 1)[1].split("\n#", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return [(cells[0].strip("| "), cells[1].strip("| ")) for cells in rows[1:]]
+
+
+def _override_sets(cell: str, fill: Path) -> list[list[str]]:
+    """The ``key=value`` overrides of each code span of a table cell, placeholders filled with ``fill``."""
+    sets = []
+    for span in re.findall(r"`([^`]+)`", cell):
+        tokens = [token.strip("'") for token in re.findall(r"'[^']+'|\S+", span)]
+        overrides = [
+            re.sub(r"\b(FILE|DIR|RUN_FOLDER)\b", str(fill), token.replace("=NAME", "=digits_small_cnn"))
+            for token in tokens
+            if re.fullmatch(r"[+~]?[\w./@-]+=\S.*", token)
+        ]
+        if overrides:
+            sets.append(overrides)
+    return sets
+
+
+@pytest.mark.parametrize(
+    ("heading", "least"),
+    [("### Coming from timm's `train.py`", 20), ("### Coming from lightning-hydra-template", 6)],
+    ids=["timm", "lightning-hydra-template"],
+)
+def test_the_migration_tables_name_real_keys(heading: str, least: int, tmp_path: Path) -> None:
+    """Every override in README's tables for timm and lightning-hydra-template users composes."""
+    base = ["model=classifier", "data=image_folder", f"data.root={tmp_path}"]
+    rows = _table_rows(heading)
+    sets = [overrides for _, right in rows for overrides in _override_sets(right, tmp_path)]
+    for overrides in sets:
+        compose("train", [*base, *overrides])
+    assert all(left and right for left, right in rows)
+    assert len(sets) >= least
+
+
+# option sets under which README's keys exist (a key is real when one of them has it)
+KEY_CONTEXTS = [
+    [],
+    ["model/net=unet"],
+    ["model/scheduler=step"],
+    ["data=denoise_folder"],
+    ["data=denoise_pairs"],
+    ["data=denoise_cifar10"],
+    ["data/noise=gaussian_blind"],
+    ["data/noise=salt_pepper"],
+    ["model=classifier", "data=image_folder", "data.root=/x"],
+    ["model=classifier", "data=cifar10"],
+    ["callbacks=[default,ema]"],
+    ["trainer=ddp_multinode"],
+]
+CONFIG_ROOTS = ("data", "model", "trainer", "logger", "callbacks", "paths", "objective", "lr_scaling")
+KEY_PATTERN = re.compile(r"(?<![\w./+-])((?:" + "|".join(CONFIG_ROOTS) + r")(?:\.\w+)+)(?==|\b)")
+
+
+def test_every_config_key_the_readme_names_exists() -> None:
+    """A dotted key in README's code spans (``data.source.root``, ``logger.wandb.settings.init_timeout``) exists."""
+    text = (REPO_ROOT / "README.md").read_text()
+    spans = re.findall(r"`([^`\n]+)`", text)
+    keys = {m.group(1) for span in spans for m in re.finditer(KEY_PATTERN, span)}
+    keys = {k for k in keys if not k.endswith((".py", ".yaml", ".md", ".ckpt"))}
+    configs = [compose("train", overrides) for overrides in KEY_CONTEXTS]
+    missing = [
+        key
+        for key in sorted(keys)
+        if all(
+            OmegaConf.select(c, key, default="absent", throw_on_resolution_failure=False) == "absent"
+            for c in configs
+        )
+    ]
+    assert len(keys) > 40
+    assert not missing, f"README names keys that no config has: {missing}"
