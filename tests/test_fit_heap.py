@@ -29,3 +29,10 @@ def test_objects_before_fitting_are_frozen_during_the_fit_only() -> None:
     with pytest.raises(RuntimeError), _heap_frozen_while_fitting():
         raise RuntimeError("a failed fit")
     assert gc.get_freeze_count() == 0  # unfrozen after a failure too
+    gc.freeze()  # a caller that froze the heap itself keeps it frozen
+    try:
+        with _heap_frozen_while_fitting():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
