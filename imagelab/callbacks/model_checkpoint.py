@@ -9,9 +9,11 @@ has no hard links), on global rank zero, with a barrier after it like Lightning'
 
 The link is used only where the two files would hold the same state: the top-k file was
 written in the same round (the same hook call, so no training happened in between), to a local path, and
-``last_model_path`` was already ``last.ckpt`` before this round (the callback's state saved in the top-k
-file then names the same last path). The first improving epoch of a run therefore still writes both. Both
-files are replaced by renaming, never changed in place, so a later save of either leaves the other intact.
+``last_model_path`` was already ``last.ckpt`` before this round, so that the callback's state saved in the
+top-k file names the same last path. Before a run's first save that path is empty; it is set to the
+``last.ckpt`` about to be written (unless such a file exists already), so the top-k file holds what Lightning
+would write into ``last.ckpt``. Both files are replaced by renaming, never changed in place, so a later save
+of either leaves the other intact.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         """Lightning's top-k save; remembers the file it wrote, if any, for the ``last.ckpt`` that follows."""
         self._written_this_round = None
+        if self.save_last is True and not self.last_model_path:
+            # the first save of a run: the top-k file's state names the last.ckpt written right after it (as
+            # that last.ckpt's own state does), so that one can be a link too and a run resumed from it
+            # finds its last.ckpt under the same name
+            planned = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+            if not self.file_exists(planned, trainer):
+                self.last_model_path = planned
         self._in_topk = True
         try:
             super()._save_topk_checkpoint(trainer, monitor_candidates)
