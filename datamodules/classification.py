@@ -127,6 +127,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         backbone: str | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         mixup, mean, std = (to_plain(v) for v in (mixup, mean, std))
@@ -166,6 +167,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.pin_memory = check_pin_memory(pin_memory)  # auto = pinned when training on CUDA
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
         self.prefetch_factor = prefetch_factor  # batches loaded ahead by each worker (num_workers > 0)
+        self.drop_last = bool(drop_last)  # skip each epoch's last partial training batch (always with mixup)
         self.class_names: list[str] = []
         self.splits: dict[str, SplitData] = {}
         self.backbone = None if backbone is None else str(backbone)
@@ -314,7 +316,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             trainer=attached_trainer(self),
             shuffle=train,
             sampler=sampler,
-            drop_last=train and self._mixup is not None and len(dataset) >= batch_size,
+            drop_last=train and (self.drop_last or self._mixup is not None) and len(dataset) >= batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -26,7 +26,7 @@ from lightning_modules.classifier_options import ClassifierOptions
 from lightning_modules.error_gallery import ConfidentErrors
 from lightning_modules.finetuning import build_strategy, save_lora_adapter
 from lightning_modules.optim import build_optimizer, configure_optimization
-from lightning_modules.step_logging import DeviceSum, epoch_mean, should_log_step
+from lightning_modules.step_logging import DeviceSum, epoch_mean, log_epoch_loss, should_log_step
 
 
 class ClassifierModule(pl.LightningModule):
@@ -218,11 +218,11 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.val_metrics.update(logits.detach(), y)
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's metrics (synchronised across processes by torchmetrics) and ``val/acc_best``."""
+        log_epoch_loss(self, "val/loss", self.val_loss)
         per_class = self.num_classes <= self.hparams["per_class_max"]
         acc = scoring.log_split(self, "val", self.val_metrics, list(self.class_names or []), per_class)
         if not self.trainer.sanity_checking:
@@ -240,7 +240,6 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         self.test_loss.update(F.cross_entropy(logits.float(), y), weight=len(y))
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=len(y))
         self.test_metrics.update(logits.detach(), y)
         self.test_confusion.update(logits.detach(), y)
         if self.global_rank == 0:
@@ -249,6 +248,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics (per-class accuracy for every class), the confusion matrix and misclassified images."""
+        log_epoch_loss(self, "test/loss", self.test_loss)
         names = list(self.class_names or [])
         scoring.log_split(self, "test", self.test_metrics, names, per_class=True)
         matrix = self.test_confusion.compute().cpu().numpy()

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
-from peft import LoraConfig, get_peft_model
 from timm.models import group_parameters
 from torch import nn
 
@@ -184,6 +183,8 @@ class LoRA(FinetuneStrategy):
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Wrap ``model`` in a peft ``PeftModel`` with adapters on the target layers."""
+        from peft import LoraConfig, get_peft_model  # here: importing peft costs 0.5 s of CPU, LoRA runs only
+
         head = head_module_name(model)
         targets = lora_target_modules(model, self.target_modules, head)
         lora_cfg = LoraConfig(

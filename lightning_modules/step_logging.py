@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 
 def should_log_step(module: Any, batch_idx: int) -> bool:
@@ -53,6 +53,17 @@ def update_epoch_mean(metric: MeanMetric, value: Tensor, weight: int) -> None:
     ``self.log(on_epoch=True, batch_size=n)`` computes, also where torchmetrics drops the ``weight`` argument.
     """
     metric.update(value.detach().reshape(1).expand(int(weight)))
+
+
+def log_epoch_loss(module: Any, name: str, metric: Metric) -> None:
+    """Log the epoch value of ``metric`` (synchronised across processes by torchmetrics) and reset it.
+
+    The value ``module.log(name, metric, on_epoch=True)`` logs, without that call's lookup of the module's
+    metric attributes: its first ``isinstance(sub_module, Metric)`` per module class walks every torchmetrics
+    class (about 0.3 s of CPU for a ResNet-18, once per process).
+    """
+    module.log(name, metric.compute())
+    metric.reset()
 
 
 class DeviceSum:

@@ -87,6 +87,17 @@ def test_train_val_test_folders_and_test_falling_back_to_val(tmp_path: Path) -> 
     assert data.splits["test"].labels.tolist() == [1, 1] and data.class_names == ["a", "b"]
 
 
+def test_drop_last_skips_only_the_partial_training_batch(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 5, "b": 5})
+    make_folder(tmp_path / "val", {"a": 3, "b": 3})
+    kept, dropped = folder_data(tmp_path), folder_data(tmp_path, drop_last=True)
+    for data in (kept, dropped):
+        data.setup()
+    assert [len(b[1]) for b in kept.train_dataloader()] == [4, 4, 2]
+    assert [len(b[1]) for b in dropped.train_dataloader()] == [4, 4]
+    assert [len(b[1]) for b in dropped.val_dataloader()] == [6]  # eval_batch_size 8: every image is scored
+
+
 @pytest.mark.parametrize(
     ("layout", "message"),
     [

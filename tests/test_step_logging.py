@@ -141,6 +141,55 @@ def test_classifier_logs_the_same_names_steps_and_values() -> None:
         )
 
 
+class ClassifierLoggingLossMetric(ClassifierModule):
+    """The classifier's former validation: ``val/loss`` logged as the ``MeanMetric`` object every step."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_loss.update(torch.nn.functional.cross_entropy(logits.float(), y), weight=len(y))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.val_metrics.update(logits.detach(), y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_metrics.reset()
+
+
+class ValLossPerEpoch(pl.Callback):
+    """``val/loss`` as each validation ended."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.values.append(float(trainer.callback_metrics["val/loss"]))
+
+
+def test_classifier_val_loss_is_the_value_the_logged_metric_gave() -> None:
+    g = torch.Generator().manual_seed(2)
+    data = TensorDataset(torch.randn(40, 3, 16, 16, generator=g), torch.arange(40) % 4)
+    kwargs = {"backbone": "small_cnn", "num_classes": 4, "timm_kwargs": {"widths": [4]}, "scheduler": None}
+    seen = []
+    for cls in (ClassifierModule, ClassifierLoggingLossMetric):
+        torch.manual_seed(0)
+        recorder = ValLossPerEpoch()
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            logger=False,
+            callbacks=[recorder],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        # validation batches of 16, 16 and 8 images: the epoch value is weighted by images
+        loader = DataLoader(data, batch_size=16, shuffle=False)
+        trainer.fit(cls(**kwargs), loader, loader)
+        seen.append(recorder.values)
+    assert len(seen[0]) == 3  # the sanity check and two epochs
+    assert seen[0] == pytest.approx(seen[1], rel=1e-6)
+
+
 def test_should_log_step_and_the_weighted_epoch_mean() -> None:
     assert should_log_step(object(), 0)  # outside a Trainer
     mean = epoch_mean()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,28 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[str], Any]) -> 
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` a second name of the finished file ``source``, atomically: a reader sees the old ``path``
+    or the new one, never a partial file.
+
+    A hard link (no data written) is renamed into place; where the file system has no hard links, a copy
+    is written with :func:`atomic_write`. ``source`` must never be changed in place afterwards (every writer
+    here replaces files by renaming, which leaves the other name untouched).
+    """
+    target = Path(path)
+    tmp = partial_path(target)
+    try:
+        tmp.unlink()
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        return atomic_write(target, lambda name: shutil.copyfile(source, name))
     _fsync_dir(target.parent)
     return target
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,27 @@ def _callback_metrics(callbacks: list[Any]) -> dict[str, float]:
         if hasattr(callback, "result_metrics"):
             out.update(callback.result_metrics())
     return out
+
+
+@contextlib.contextmanager
+def _heap_frozen_while_fitting() -> Iterator[None]:
+    """Keep the objects that exist before fitting (modules, config, model) out of the garbage collector.
+
+    Data-loader workers are forked copies of this process. A garbage collection, in a worker or here, visits
+    every tracked object and writes to its header, so each collection copies pages that the processes share
+    (copy-on-write), over and over with persistent workers: about 0.1 s of CPU per epoch in the workers alone
+    for the ResNet-18 digits job of docs/scaling.md. ``gc.freeze`` (Python's advice before forking) moves them
+    to a generation that is never collected; afterwards they are collected as usual again. Nothing is freed
+    differently by reference counting, so no number changes. A heap that the caller froze is left as it is.
+    """
+    ours = gc.get_freeze_count() == 0
+    if ours:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if ours:
+            gc.unfreeze()
 
 
 def _data_and_model(cfg: DictConfig) -> tuple[Any, Any, tuple[str, str]]:
@@ -149,7 +173,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         if resumed:
             log.info("resuming %s from %s (W&B run %s)", output_dir, resumed.checkpoint, resumed.wandb_id)
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with _heap_frozen_while_fitting():
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = _scalar_metrics(trainer.callback_metrics, ("train/", "val/"))
     best_path, best_value = _best_checkpoint(trainer, fit_metrics, metric)
     test_metrics = _test(trainer, model, datamodule, best_path) if cfg.get("test", True) else {}
