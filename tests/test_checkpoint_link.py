@@ -103,7 +103,9 @@ def test_last_is_the_last_epoch_when_the_metric_stops_improving(tmp_path: Path) 
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert best["epoch"] == 0 and last["epoch"] == 2  # Lightning 2.6 alone leaves last.ckpt at epoch 0
     assert last["global_step"] == 9
-    assert inodes.seen[0][0] == inodes.seen[0][1] and inodes.seen[1][0] != inodes.seen[1][1]  # epoch 1 wrote its own
+    assert (
+        inodes.seen[0][0] == inodes.seen[0][1] and inodes.seen[1][0] != inodes.seen[1][1]
+    )  # epoch 1 wrote its own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
