@@ -81,7 +81,8 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 SlurmctldTimeout=30
 SlurmdTimeout=30
-KillWait=10
+# seconds between SIGTERM and SIGKILL at a time limit or scancel: SLURM's default, as most clusters keep it
+KillWait=30
 NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=$NODE_PORT CPUs=$CPUS State=UNKNOWN
 NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=$((NODE_PORT + 1)) CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
