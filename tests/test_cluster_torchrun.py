@@ -32,15 +32,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun_node(rank: int, port: int, run_dir: Path) -> subprocess.Popen[str]:
+def _torchrun_command(launch: list[str], run_dir: Path, *overrides: str) -> list[str]:
+    """torchrun with its ``launch`` options, two nodes of one process each, running the tiny 2-node training."""
     torchrun = shutil.which("torchrun")
-    cmd = [
+    return [
         *([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]),
         "--nnodes=2",
         "--nproc-per-node=1",
-        f"--node-rank={rank}",
-        "--master-addr=127.0.0.1",
-        f"--master-port={port}",
+        *launch,
         str(SCRIPTS / "train.py"),
         "trainer=ddp_multinode",
         "trainer.num_nodes=2",
@@ -49,7 +48,13 @@ def _torchrun_node(rank: int, port: int, run_dir: Path) -> subprocess.Popen[str]
         *COMMON,
         *ON_CPU,
         "data.batch_size=8",
+        *overrides,
     ]
+
+
+def _torchrun_node(rank: int, port: int, run_dir: Path) -> subprocess.Popen[str]:
+    launch = [f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}"]
+    cmd = _torchrun_command(launch, run_dir)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         cmd, env=env, cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -91,25 +96,13 @@ KILL = "tests.helpers.cluster_faults.KillRankAtStep"
 
 def _restartable_torchrun_nodes(port: int, run_dir: Path, *overrides: str) -> list[subprocess.Popen[str]]:
     """Two torchrun "nodes" with ``--max-restarts=1`` and the c10d rendezvous (docs/scaling.md)."""
-    torchrun = shutil.which("torchrun")
-    cmd = [
-        *([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]),
-        "--nnodes=2",
-        "--nproc-per-node=1",
+    launch = [
         "--max-restarts=1",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint=127.0.0.1:{port}",
         f"--rdzv-id={run_dir.parent.name}",
-        str(SCRIPTS / "train.py"),
-        "trainer=ddp_multinode",
-        "trainer.num_nodes=2",
-        "trainer.devices=1",
-        f"hydra.run.dir={run_dir}",
-        *COMMON,
-        *ON_CPU,
-        "data.batch_size=8",
-        *overrides,
     ]
+    cmd = _torchrun_command(launch, run_dir, *overrides)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     return [
         subprocess.Popen(

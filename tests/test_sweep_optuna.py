@@ -41,6 +41,15 @@ def _load_study(db: Path, name: str = "denoiser_optuna"):
     return optuna.load_study(study_name=name, storage=sqlite_storage(str(db)))
 
 
+def _new_study(db: Path):
+    """An empty ``denoiser_optuna`` study (maximize) in the SQLite file ``db``."""
+    import optuna
+
+    return optuna.create_study(
+        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
+    )
+
+
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("optuna")
@@ -209,14 +218,11 @@ def _fake_trainer(value: float, epoch: int = 0) -> SimpleNamespace:
 def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import optuna
 
     from imagelab.sweeps.optuna_pruning import OptunaPruning
 
     db = tmp_path / "study.db"
-    study = optuna.create_study(
-        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
-    )
+    study = _new_study(db)
     for value in (30.0, 31.0):  # two finished trials that reached ~30 dB after epoch 0
         trial = study.ask()
         trial.suggest_float("model.optimizer.lr", 1e-4, 1e-2, log=True)
@@ -245,9 +251,7 @@ def test_pruning_callback_finds_its_trial_and_stops_it_when_behind(
     assert outcomes[ahead.number] == (False, {"optuna/trial_number": float(ahead.number)})
     stopped, metrics = outcomes[behind.number]
     assert stopped and metrics["optuna/pruned_at_epoch"] == 0.0
-    stored = optuna.load_study(study_name="denoiser_optuna", storage=sqlite_storage(str(db))).trials[
-        behind.number
-    ]
+    stored = _load_study(db).trials[behind.number]
     assert stored.intermediate_values == {0: 20.0} and stored.user_attrs["pruned_at_epoch"] == 0
     assert stored.user_attrs["output_dir"] == os.path.abspath(tmp_path / str(behind.number))
 
@@ -302,14 +306,11 @@ def test_jobs_proposing_the_same_point_each_report_to_their_own_trial(
 ) -> None:
     """Two running trials with identical parameters (two drivers, or one batch, proposing the same point):
     each job opens the trial it was given, whichever job starts first."""
-    import optuna
 
     from imagelab.sweeps.optuna_pruning import OptunaPruning
 
     db = tmp_path / "study.db"
-    study = optuna.create_study(
-        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
-    )
+    study = _new_study(db)
     first, second = study.ask(), study.ask()
     for trial in (first, second):
         trial.suggest_categorical("model.net.width", [16])  # the same point
@@ -327,7 +328,7 @@ def test_jobs_proposing_the_same_point_each_report_to_their_own_trial(
         callback.on_validation_end(trainer, None)
         assert callback.result_metrics() == {"optuna/trial_number": float(trial.number)}
 
-    stored = optuna.load_study(study_name="denoiser_optuna", storage=sqlite_storage(str(db))).trials
+    stored = _load_study(db).trials
     assert [t.intermediate_values for t in stored] == [{0: 25.0}, {0: 21.0}]
     assert [t.user_attrs["output_dir"] for t in stored] == [
         os.path.abspath(tmp_path / "job0"),
@@ -338,14 +339,11 @@ def test_jobs_proposing_the_same_point_each_report_to_their_own_trial(
 def test_a_job_without_its_trial_number_does_not_prune(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import optuna
 
     from imagelab.sweeps.optuna_pruning import OptunaPruning
 
     db = tmp_path / "study.db"
-    study = optuna.create_study(
-        study_name="denoiser_optuna", storage=sqlite_storage(str(db)), direction="maximize"
-    )
+    study = _new_study(db)
     study.ask().suggest_categorical("model.net.width", [16])
     job_cfg = compose(
         "train", ["hparams_search=denoiser_optuna", f"hydra.sweeper.storage.path={db}"], tmp_path

@@ -116,9 +116,7 @@ def _disk_full_error(exc: BaseException) -> UserError | None:
 
 def _classify(exc: BaseException) -> tuple[str, int, BaseException]:
     """(status, exit code, the error to report) for an exception that ended a task."""
-    if (
-        lost_ranks()
-    ):  # a DDP process died: a failed collective or srun's SIGTERM to the others follows from it
+    if lost_ranks():  # a DDP process died: a failed collective or srun's SIGTERM to the others follows
         return "failed", EXIT_LOST_RANK, RankLost(lost_rank_message())
     signum = sigterm_exception_signal(exc)
     if signum is None and isinstance(exc, KeyboardInterrupt | SystemExit):
