@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpo
 from imagelab.callbacks.model_checkpoint import ModelCheckpoint
 from imagelab.core import atomic
 from imagelab.core.atomic import PARTIAL_MARK, atomic_link
-from imagelab.core.checkpoint_io import AtomicCheckpointIO
+from imagelab.core.checkpoint_io import AtomicCheckpointIO, wait_for_checkpoint_writes
 from tests.helpers.brightness import BrightnessData, BrightnessModule
 
 
@@ -41,6 +41,7 @@ class InodesAtEpochStart(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch > 0:
+            wait_for_checkpoint_writes(trainer)  # the previous epoch's files are written in the background
             self.seen.append(tuple(os.stat(self.folder / f"{n}.ckpt").st_ino for n in ("best", "last")))
 
 

@@ -96,15 +96,17 @@ def test_two_real_starts_at_once_write_two_folders(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
+@pytest.mark.parametrize("background", [True, False])
 def test_a_save_that_fails_half_way_leaves_no_checkpoint_and_no_temp_file(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, background: bool
 ) -> None:
     tmpdir = tmp_path / "elsewhere"  # $TMPDIR on another tree, as with a tmpfs /tmp
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     target = tmp_path / "ckpts" / "best.ckpt"
-    io = AtomicCheckpointIO()
+    io = AtomicCheckpointIO(background=background)
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+    io.wait()
     good = target.read_bytes()
 
     def half_then_full(obj, path):
@@ -112,8 +114,10 @@ def test_a_save_that_fails_half_way_leaves_no_checkpoint_and_no_temp_file(
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(torch, "save", half_then_full)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
+        io.wait()  # a background write's error reaches the caller here at the latest
+    io.teardown()  # raised once, not again
     assert target.read_bytes() == good  # the old checkpoint is untouched
     assert sorted(p.name for p in target.parent.iterdir()) == ["best.ckpt"]
     assert not list(tmpdir.iterdir())
@@ -124,7 +128,8 @@ import sys, torch
 from imagelab.core.checkpoint_io import AtomicCheckpointIO
 io, big = AtomicCheckpointIO(), torch.randn(8_000_000)
 for i in range(10_000):
-    io.save_checkpoint({"state_dict": {"w": big}, "i": i}, sys.argv[1])
+    io.save_checkpoint({"state_dict": {"w": big}, "i": i}, sys.argv[1])  # written in the background
+    io.wait()
     print(i, flush=True)
 """
 
@@ -264,6 +269,25 @@ def test_disk_full_while_logging_is_one_line_and_a_failed_record(tmp_path: Path)
     assert_one_line_error(proc, "no space left on device while writing", "panel.png")
     [run_dir] = run_dirs(tmp_path)
     assert read_metrics(run_dir)["status"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("background", ["true", "false"])
+def test_disk_full_while_writing_a_checkpoint_fails_the_run_in_one_line_without_checkpoints(
+    tmp_path: Path, background: str
+) -> None:
+    plugin = f"{HELPERS}.CheckpointIOOnAFullDisk"
+    proc = train(
+        tmp_path,
+        *FAST,
+        "logger=none",
+        f"checkpoint_io._target_={plugin}",
+        f"checkpoint_io.background={background}",
+    )
+    assert_one_line_error(proc, "no space left on device while writing", "/checkpoints/.")
+    [run_dir] = run_dirs(tmp_path)
+    assert read_metrics(run_dir)["status"] == "failed"
+    assert not list((run_dir / "checkpoints").iterdir())  # neither a checkpoint nor a partial file
 
 
 def test_mistyped_value_is_one_line_before_any_heavy_import_and_leaves_no_wandb_run(tmp_path: Path) -> None:

@@ -146,3 +146,17 @@ def test_empty_step_hooks_are_hidden_from_lightning_while_fitting() -> None:
         ("Probe", "on_train_batch_end")
     }
     assert not set(STEP_HOOKS) & (set(vars(quiet)) | set(vars(probe)))  # given back after the fit
+
+
+def test_the_checkpoint_weight_check_names_a_non_finite_weight_and_passes_huge_finite_ones() -> None:
+    from imagelab.callbacks.nonfinite_guard import _non_finite_weight
+
+    model = DenoiserModule(net=NET, scheduler=None, num_panels=0)
+    assert _non_finite_weight(model) is None
+    weights = dict(model.named_parameters())
+    name = max(weights, key=lambda n: weights[n].numel())
+    with torch.no_grad():
+        weights[name].fill_(3e38)  # finite, but its float32 sum overflows: looked at tensor by tensor
+        assert _non_finite_weight(model) is None
+        weights[name].view(-1)[0] = float("-inf")
+        assert _non_finite_weight(model) == name

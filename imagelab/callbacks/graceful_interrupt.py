@@ -23,6 +23,7 @@ from imagelab.callbacks.check_points import (
     is_check_batch,
     position,
 )
+from imagelab.core.checkpoint_io import wait_for_checkpoint_writes
 from imagelab.core.errors import RunInterrupted
 from imagelab.core.signals import STATE
 
@@ -94,5 +95,6 @@ class GracefulInterrupt(pl.Callback):
             return
         path = str(Path(dirpath) / "last.ckpt")
         trainer.save_checkpoint(path)
+        wait_for_checkpoint_writes(trainer)  # the process is about to end: saved means on disk
         STATE.saved_checkpoint = path
         log.info("saved %s after the interruption (%s)", path, position(trainer))

@@ -10,7 +10,9 @@ serialisations, two writes and two fsyncs of the same state. For a
 ResNet-18 with AdamW that is 134 MB and about 0.2 s of CPU more per improving epoch, plus the disk's time
 (docs/scaling.md, "Against timm's own train.py"). Here ``last.ckpt`` then becomes a hard link to the file
 just written (renamed into place, :func:`imagelab.core.atomic.atomic_link`; a copy where the file system
-has no hard links), on global rank zero, with a barrier after it like Lightning's own save.
+has no hard links), on global rank zero, with a barrier after it like Lightning's own save. With checkpoints
+written in the background (:class:`imagelab.core.checkpoint_io.AtomicCheckpointIO`) the link is queued behind
+that write.
 
 The link is used only where the two files would hold the same state: the top-k file was
 written in the same round (the same hook call, so no training happened in between), to a local path, and
@@ -29,7 +31,7 @@ from weakref import proxy
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
-from imagelab.core.atomic import atomic_link
+from imagelab.core.checkpoint_io import link_checkpoint
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -103,7 +105,7 @@ class ModelCheckpoint(_LightningModelCheckpoint):
                 self._written_this_round = filepath
             return
         if trainer.is_global_zero:
-            atomic_link(source, filepath)
+            link_checkpoint(trainer, source, filepath)  # after the queued write of source
         trainer.strategy.barrier("ModelCheckpoint.link_last")
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:

@@ -33,12 +33,24 @@ def _non_finite_weight(module: torch.nn.Module) -> str | None:
     """The name of a parameter or buffer of ``module`` holding NaN/inf (metric states such as a best-so-far
     of -inf are not weights and are skipped), else None."""
     metrics = [name for name, sub in module.named_modules() if isinstance(sub, Metric) and name]
-    for name, value in [*module.named_parameters(), *module.named_buffers()]:
-        if any(name.startswith(prefix + ".") for prefix in metrics):
-            continue
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            return name
-    return None
+    weights = [
+        (name, value.detach())
+        for name, value in [*module.named_parameters(), *module.named_buffers()]
+        if value.is_floating_point() and not any(name.startswith(prefix + ".") for prefix in metrics)
+    ]
+    if not weights:
+        return None
+    # one read: a finite sum of a tensor proves all its elements finite (a NaN or inf makes any sum NaN or inf);
+    # only where a sum is not finite (a non-finite element, or float32 overflow) is each tensor looked at
+    sums = torch.stack(
+        [
+            value.sum(dtype=torch.float64 if value.dtype == torch.float64 else torch.float32)
+            for _, value in weights
+        ]
+    )
+    if bool(torch.isfinite(sums).all()):
+        return None
+    return next((name for name, value in weights if not torch.isfinite(value).all()), None)
 
 
 def finite_flags(losses: list[torch.Tensor]) -> torch.Tensor:

@@ -145,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl  # lazy, like all of this function's imports: see the note at the top
 
     from imagelab.callbacks.parameter_count import count_parameters
-    from imagelab.core.checkpoint_io import AtomicCheckpointIO
+    from imagelab.core.checkpoint_io import uploads_checkpoints
     from imagelab.core.devices import resolve_precision
 
     quiet_lightning_handlers()  # Lightning's own console handler would print each of its lines twice
@@ -166,8 +166,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = run_callbacks(cfg, run_config)
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
     callbacks = with_loggers(callbacks, loggers, run_config)
+    # a logger that uploads checkpoints as they are saved reads the files at once: written in the foreground then
+    background = bool(cfg.checkpoint_io.get("background")) and not uploads_checkpoints(loggers)
+    checkpoint_io = instantiate_node(cfg.checkpoint_io, "checkpoint_io", background=background)
     trainer: pl.Trainer = instantiate_node(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[checkpoint_io]
     )
 
     if cfg.get("train", True):

@@ -1,4 +1,4 @@
-"""Callbacks that inject a fault into a real training run at a known step, for the fault-injection tests.
+"""Callbacks (and a checkpoint plugin) that inject a fault into a real training run, for the fault-injection tests.
 
 Load one into a run started by a test with e.g.
 ``+callbacks.fault._target_=tests.helpers.fault_injection.SignalAtStep +callbacks.fault.step=4`` (the run
@@ -14,6 +14,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+
+from imagelab.core.checkpoint_io import AtomicCheckpointIO
 
 
 class SignalAtStep(pl.Callback):
@@ -50,3 +52,14 @@ class DiskFullAtValidation(pl.Callback):
         if not trainer.sanity_checking:
             path = os.path.join(str(trainer.checkpoint_callback.dirpath), "..", "panel.png")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.normpath(path))
+
+
+class CheckpointIOOnAFullDisk(AtomicCheckpointIO):
+    """The project's checkpoint plugin on a disk that fills up half-way through every checkpoint file (load it
+    with ``checkpoint_io._target_=tests.helpers.fault_injection.CheckpointIOOnAFullDisk``)."""
+
+    def serialize(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Write part of the file, then fail like a write on a full disk."""
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
