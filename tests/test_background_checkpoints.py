@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from imagelab.core.checkpoint_io import AtomicCheckpointIO, uploads_checkpoints
+from tests.helpers.in_process import train_in_process
+from tests.helpers.overrides import FAST_DENOISE
 
 
 class SlowDiskCheckpointIO(AtomicCheckpointIO):
@@ -94,3 +96,15 @@ def test_loggers_that_upload_checkpoints_are_recognised(tmp_path: Path, monkeypa
     csv = CSVLogger(tmp_path)
     assert not uploads_checkpoints([csv, WandbLogger(save_dir=str(tmp_path), log_model=False)])
     assert uploads_checkpoints([csv, WandbLogger(save_dir=str(tmp_path), log_model="all")])
+
+
+@pytest.mark.slow
+def test_a_run_whose_logger_uploads_checkpoints_writes_them_on_the_training_thread(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = train_in_process(
+        tmp_path, *FAST_DENOISE, "trainer.max_epochs=1", "test=false", "logger.wandb.log_model=all"
+    )
+    assert result["trainer"].strategy.checkpoint_io.background is False
+    assert Path(result["best_checkpoint"]).is_file()

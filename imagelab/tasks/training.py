@@ -166,9 +166,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = run_callbacks(cfg, run_config)
     loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resumed.wandb_id if resumed else None)
     callbacks = with_loggers(callbacks, loggers, run_config)
-    # a logger that uploads checkpoints as they are saved reads the files at once: written in the foreground then
-    background = bool(cfg.checkpoint_io.get("background")) and not uploads_checkpoints(loggers)
-    checkpoint_io = instantiate_node(cfg.checkpoint_io, "checkpoint_io", background=background)
+    io_options = {}
+    if "background" in cfg.checkpoint_io and uploads_checkpoints(loggers):
+        # a logger that uploads each checkpoint as it is saved reads the file at once
+        io_options["background"] = False
+    checkpoint_io = instantiate_node(cfg.checkpoint_io, "checkpoint_io", **io_options)
     trainer: pl.Trainer = instantiate_node(
         cfg.trainer, "trainer", callbacks=callbacks, logger=False, plugins=[checkpoint_io]
     )
