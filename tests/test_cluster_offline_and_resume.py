@@ -4,8 +4,10 @@ one line, and a failed resume leaves the run folder resumable."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,8 +51,27 @@ def test_state_dict_mismatch_names_the_keys_in_one_line() -> None:
     assert state_dict_mismatch(RuntimeError("CUDA out of memory")) is None
 
 
+@pytest.fixture(params=["own", "inherited"])
+def wandb_service(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The script starts its own W&B service, or inherits one (``WANDB_SERVICE``) from a parent process that
+    uses W&B, as a process launched by another W&B process does."""
+    if request.param == "own":
+        yield
+        return
+    import wandb
+
+    wandb.setup()
+    assert os.environ.get(wandb.env.SERVICE)
+    try:
+        yield
+    finally:
+        wandb.teardown()
+
+
 @pytest.mark.slow
-def test_unreachable_wandb_server_falls_back_to_an_offline_run_with_a_stable_id(tmp_path: Path) -> None:
+def test_unreachable_wandb_server_falls_back_to_an_offline_run_with_a_stable_id(
+    tmp_path: Path, wandb_service: None
+) -> None:
     env = {
         "WANDB_MODE": "online",
         "WANDB_API_KEY": "0" * 40,

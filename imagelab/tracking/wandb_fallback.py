@@ -10,6 +10,7 @@ the reason (``offline_fallback``) for ``metrics.json``.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import string
@@ -42,12 +43,18 @@ def offline_fallback(logger: Any) -> str | None:
 
 
 def _forget_failed_start(node: DictConfig) -> None:
-    """End W&B's service after an online start that failed (it keeps the run id taken) and remove the
-    attempt's empty ``run-*`` folder."""
+    """Leave W&B's service after an online start that failed (the service keeps the run id taken) and remove
+    the attempt's empty ``run-*`` folder.
+
+    A service this process started ends with ``wandb.teardown()``. One inherited from a parent process that uses
+    W&B (``WANDB_SERVICE``, e.g. a launcher or a notebook) keeps running and keeps the id, so this process
+    forgets it: the offline run starts a service of its own.
+    """
     import wandb  # lazy: loaded already by the failed start
 
     with contextlib.suppress(Exception):
         wandb.teardown()
+    os.environ.pop(wandb.env.SERVICE, None)
     for attempt in (Path(node.save_dir) / "wandb").glob(f"run-*-{node.id}"):
         shutil.rmtree(attempt, ignore_errors=True)
 
