@@ -47,9 +47,10 @@ class OrderedBackgroundWrites:
         if block:
             for future in self._pending:
                 future.exception()  # waits for it
-        finished = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
-        for future in finished:
-            error = future.exception()
+        # one look at each operation: one that finishes meanwhile stays pending rather than falling between
+        seen = [(future, future.done()) for future in self._pending]
+        self._pending = [future for future, done in seen if not done]
+        for future, done in seen:
+            error = future.exception() if done else None
             if error is not None:
                 raise error
